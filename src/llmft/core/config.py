@@ -1,0 +1,340 @@
+"""Recipe TOML -> typed, validated Config. Unknown keys and wrong types are all reported at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llmft.core.errors import LlmftError, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class TinyModelConfig:
+    """Sizes of the Llama built from scratch when `model.name = "tiny"` (random init from `train.seed`)."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 0  # 0 = same as num_heads
+    intermediate_size: int = 0  # 0 = 4 x hidden_size rounded, like llama2.c
+    max_position_embeddings: int = 1024
+    rope_theta: float = 10000.0
+
+
+@dataclass
+class ModelConfig:
+    """The base model: a hub id, a local folder, or `tiny` (built from [model.tiny])."""
+
+    name: str = "tiny"
+    # For `tiny`: "char" (one token per character) or "bpe", trained locally on the training data.
+    tokenizer: Literal["char", "bpe"] = "char"
+    vocab_size: int = 4096  # BPE vocabulary size for tiny models
+    # A hub or local tokenizer to use instead of the model's own (optional).
+    tokenizer_name: str = ""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    chat_template: str = ""  # a Jinja template overriding the tokenizer's own
+    trust_remote_code: bool = False
+    attn_implementation: str = "sdpa"
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class AdapterConfig:
+    """What trains: full weights, LoRA, QLoRA (4-bit nf4 base), new-token embeddings, or LoRA + those."""
+
+    method: Literal["full", "lora", "qlora", "prompt-tuning", "lora+prompt-tuning"] = "lora"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # Extra tokens to add to the tokenizer, besides the recipe's own.
+    new_tokens: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DataConfig:
+    """Training and evaluation JSONL: {prompt, completion} (loss on completion), or {text} (loss on all)."""
+
+    train: str = ""
+    eval: str = ""
+    max_length: int = 1024  # longer examples are truncated (the completion keeps its end)
+    # "rows": best-fit-decreasing packing into rows of pack_length tokens with per-example position_ids;
+    # "group": batches of similar length; "none": random padded batches.
+    packing: Literal["rows", "group", "none"] = "rows"
+    pack_length: int = 512
+
+
+@dataclass
+class TrainConfig:
+    """The shared trainer's settings."""
+
+    output_dir: str = "runs/default"
+    max_steps: int = 0  # optimizer steps; 0 = run `epochs` epochs
+    epochs: float = 1.0
+    batch_size: int = 8  # rows (packed) or examples per device per micro-batch
+    grad_accum: int = 1
+    learning_rate: float = 2e-4
+    lr_scheduler: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    save_steps: int = 0  # 0 = only the final adapter/model
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    bf16: Literal["auto", "true", "false"] = "auto"
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation and decoding settings."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    batch_size: int = 64
+    max_new_tokens: int = 64
+    num_beams: int = 1
+    temperature: float = 0.0
+    max_examples: int = 0  # 0 = all
+    seed: int = 0
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "adapter": AdapterConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
+
+
+@dataclass
+class Config:
+    """A resolved run configuration; `section` holds the recipe's own `[<recipe>]` section, if any."""
+
+    recipe: str = "sft"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    section: Any = None
+    source: str = ""  # where it was read from, for messages
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as nested plain data (TOML-ready), the recipe section under its name."""
+        data: dict[str, Any] = {"recipe": self.recipe}
+        for name in SECTIONS:
+            data[name] = dataclasses.asdict(getattr(self, name))
+        if self.section is not None:
+            data[self.recipe] = dataclasses.asdict(self.section)
+        return data
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a recipe TOML, apply `a.b=value` overrides, validate everything, report all errors at once."""
+    path = Path(path)
+    if not path.is_file():
+        raise LlmftError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise LlmftError(f"{path}: malformed TOML: {exc}") from None
+    return config_from_dict(raw, overrides, source=str(path))
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "") -> Config:
+    """Validate nested data (as read from TOML) plus overrides into a Config."""
+    from llmft.recipes.base import get_recipe
+
+    errors: list[str] = []
+    raw = _deep_copy(raw)
+    for item in overrides:
+        _apply_override(raw, item, errors)
+    recipe_name = raw.pop("recipe", "sft")
+    if not isinstance(recipe_name, str):
+        errors.append(f"key 'recipe' must be a string, got {type(recipe_name).__name__}")
+        recipe_name = "sft"
+    try:
+        recipe = get_recipe(recipe_name)
+    except LlmftError as exc:
+        raise LlmftError(f"{source}: {exc}" if source else str(exc)) from None
+    section_types = dict(SECTIONS)
+    if recipe.config_section is not None:
+        section_types[recipe.name] = recipe.config_section
+    built: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in section_types:
+            errors.append(f"unknown key '{key}'{did_you_mean(key, [*section_types, 'recipe'])}")
+            continue
+        if not isinstance(value, dict):
+            errors.append(f"key '{key}' must be a table [{key}], got {type(value).__name__}")
+            continue
+        built[key] = _build(section_types[key], value, key, errors)
+    for key, cls in section_types.items():
+        built.setdefault(key, cls())
+    if errors:
+        where = f"{source}: " if source else ""
+        raise LlmftError(where + "; ".join(errors))
+    section = built.pop(recipe.name, None) if recipe.config_section is not None else None
+    return Config(recipe=recipe.name, section=section, source=source, **{k: built[k] for k in SECTIONS})
+
+
+def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
+def _apply_override(raw: dict[str, Any], item: str, errors: list[str]) -> None:
+    """`a.b.c=value`, the value read as a TOML value when it parses as one, else as a plain string."""
+    if "=" not in item:
+        errors.append(f"override '{item}' is not key=value")
+        return
+    key, text = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            errors.append(f"override '{key}': '{part}' is not a table")
+            return
+    node[parts[-1]] = value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str, errors: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}"
+        if key not in hints:
+            hint = did_you_mean(key, names).replace("(did you mean '", f"(did you mean '{prefix}.")
+            errors.append(f"unknown key '{dotted}'{hint}")
+            continue
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, dict):
+                errors.append(f"key '{dotted}' must be a table, got {type(value).__name__}")
+                continue
+            kwargs[key] = _build(kind, value, dotted, errors)
+            continue
+        ok, converted = _coerce(value, kind)
+        if not ok:
+            errors.append(f"key '{dotted}' must be {_describe(kind)}, got {value!r}")
+            continue
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        return (value in typing.get_args(kind), value)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(kind):
+            if option is type(None):
+                if value is None:
+                    return True, None
+                continue
+            ok, converted = _coerce(value, option)
+            if ok:
+                return True, converted
+        return False, value
+    if origin is list:
+        (item,) = typing.get_args(kind) or (Any,)
+        if not isinstance(value, list):
+            return False, value
+        out = []
+        for element in value:
+            ok, converted = _coerce(element, item)
+            if not ok:
+                return False, value
+            out.append(converted)
+        return True, out
+    if origin is dict:
+        return isinstance(value, dict), value
+    if kind is Any:
+        return True, value
+    if kind is bool:
+        return isinstance(value, bool), value
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if kind is str:
+        return isinstance(value, str), value
+    return isinstance(value, kind), value
+
+
+def _describe(kind: Any) -> str:
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(kind))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(kind))
+    if origin is list:
+        (item,) = typing.get_args(kind) or (Any,)
+        return f"a list of {_describe(item)}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            type(None): "none"}.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Saving
+
+
+def config_to_toml(config: Config) -> str:
+    """The resolved config as TOML text (what `llmft.toml` in a run folder holds)."""
+    data = config.to_dict()
+    lines = [f"# resolved llmft config (from {config.source or 'defaults'})", f"recipe = {_toml_value(data.pop('recipe'))}"]
+    for name, table in data.items():
+        _emit_table(name, table, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _emit_table(name: str, table: dict[str, Any], lines: list[str]) -> None:
+    lines.append("")
+    lines.append(f"[{name}]")
+    nested = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            nested.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in nested:
+        _emit_table(f"{name}.{key}", value, lines)
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if value is None:
+        return '""'
+    raise TypeError(f"cannot write {value!r} as TOML")

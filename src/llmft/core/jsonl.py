@@ -1,0 +1,91 @@
+"""JSONL reading and writing: errors name the file and line; writes are atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from llmft.core.errors import LlmftError
+from llmft.core.runs import atomic_write_text
+
+Record = dict[str, Any]
+
+
+def iter_jsonl(path: str | Path, *, what: str = "") -> Iterator[Record]:
+    """Yield the JSON objects of a JSONL file; a bad line raises LlmftError naming file and line."""
+    path = Path(path)
+    label = f"{what}: " if what else ""
+    if not path.is_file():
+        raise LlmftError(f"{label}file not found: {path}")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LlmftError(f"{label}{path}: line {number} is not JSON: {exc.msg}") from None
+            if not isinstance(record, dict):
+                raise LlmftError(f"{label}{path}: line {number} is not a JSON object")
+            yield record
+
+
+def read_jsonl(path: str | Path, *, what: str = "") -> list[Record]:
+    """All records of a JSONL file."""
+    return list(iter_jsonl(path, what=what))
+
+
+def write_jsonl(path: str | Path, records: Iterable[Record]) -> Path:
+    """Write records as JSONL atomically (temp file + rename)."""
+    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return atomic_write_text(path, text)
+
+
+class AppendLog:
+    """An append-only JSONL file that survives a kill: each line is flushed and fsynced as written.
+
+    A torn last line (killed mid-write) is dropped on reopen, so a resumed run sees only whole records.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.records: list[Record] = self._read_whole_lines()
+        self._handle = self.path.open("a", encoding="utf-8")
+
+    def _read_whole_lines(self) -> list[Record]:
+        if not self.path.exists():
+            return []
+        records, good_bytes = [], 0
+        with self.path.open("rb") as handle:
+            for raw in handle:
+                try:
+                    records.append(json.loads(raw))
+                except json.JSONDecodeError:
+                    break
+                if not raw.endswith(b"\n"):
+                    records.pop()
+                    break
+                good_bytes += len(raw)
+        if good_bytes != self.path.stat().st_size:
+            with self.path.open("r+b") as handle:
+                handle.truncate(good_bytes)
+        return records
+
+    def append(self, record: Record) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.records.append(record)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> AppendLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
