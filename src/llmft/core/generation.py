@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -28,3 +28,80 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Text up to (not including) the earliest stop string, and whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class HFGenerator:
+    """transformers `generate` over batches of prompts: left padding, sorted by length, KV cache.
+
+    Greedy when temperature is 0, sampling otherwise (seeded), beam search when num_beams > 1. Stop strings
+    are handed to `generate` (its StopStringCriteria matches token suffixes, no re-decoding per step).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 64):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] = (),
+        num_beams: int = 1,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> list[str]:
+        import torch
+
+        from llmft.core.data import encode_prompt
+
+        if not prompts:
+            return []
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        outputs: list[str] = [""] * len(prompts)
+        device = next(self.model.parameters()).device
+        pad = self.tokenizer.pad_token_id
+        torch.manual_seed(seed)
+        self.model.eval()
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            width = max(len(encoded[i]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                n = len(encoded[i])
+                ids[row, width - n:] = torch.tensor(encoded[i])
+                mask[row, width - n:] = 1
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": max_new_tokens,
+                "num_beams": num_beams,
+                "do_sample": temperature > 0,
+                "pad_token_id": pad,
+                "eos_token_id": self.tokenizer.eos_token_id,
+            }
+            if temperature > 0:
+                kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+            if stop:
+                kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+            with torch.inference_mode():
+                generated = self.model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True, **kwargs
+                )
+            eos, pad_ids = self.tokenizer.eos_token_id, {pad, self.tokenizer.eos_token_id}
+            for row, i in enumerate(chunk):
+                new_ids = generated[row, width:].tolist()
+                if eos in new_ids:
+                    new_ids = new_ids[:new_ids.index(eos)]
+                # Recipe tokens (pause, planning) stay in the text; only padding goes.
+                text = self.tokenizer.decode([t for t in new_ids if t not in pad_ids])
+                outputs[i] = cut_at_stop(text, stop)[0] if stop else text
+        return outputs
+
+
+def vllm_generator(model_path: str, adapter_dir: str | None, batch_size: int = 256, max_lora_rank: int = 64) -> Any:
+    """The vLLM backend (GPU): base model loaded once, the LoRA adapter applied per request."""
+    from llmft.core.vllm_backend import VLLMGenerator
+
+    return VLLMGenerator(model_path, adapter_dir, max_lora_rank=max_lora_rank)

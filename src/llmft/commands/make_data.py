@@ -1,0 +1,92 @@
+"""`llmft make-data RECIPE [options]`: one sub-command per registered recipe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llmft.core.errors import LlmftError
+
+
+class RecipeCommands(click.Group):
+    """Sub-commands built from the recipe registry, so a new recipe needs no change here."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from llmft.recipes.base import load_all
+
+        return sorted(load_all())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from llmft.recipes.base import RECIPES, load_all
+
+        load_all()
+        if name not in RECIPES:
+            return None
+        return _recipe_command(RECIPES[name])
+
+
+def _recipe_command(recipe: Any) -> click.Command:
+    params = list(recipe.make_data_params) + [
+        click.Option(["--out"], type=click.Path(file_okay=False), default=None,
+                     help="Output folder (default: the recipe's folder under data/)."),
+        click.Option(["--seed"], type=int, default=0, show_default=True, help="Random seed."),
+        click.Option(["--show"], type=int, default=0, metavar="N",
+                     help="Print N tokenised training examples: trained tokens green (or [[in brackets]])."),
+        click.Option(["--config", "show_config"], type=click.Path(dir_okay=False), default=None,
+                     help="With --show: tokenise as this recipe TOML would (its tokenizer and tokens)."),
+    ]
+
+    def run(out: str | None, seed: int, show: int, show_config: str | None, **options: Any) -> None:
+        paths = recipe.make_data(Path(out) if out else None, seed, **options)
+        for split, path in paths.items():
+            click.echo(f"{split}: {path} ({_count_lines(path):,} records)")
+        if show:
+            _show(recipe, paths["train"], show, show_config)
+
+    return click.Command(recipe.name, callback=run, params=params, help=f"{recipe.summary}",
+                         epilog=f"Example: llmft make-data {recipe.name} --show 3")
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _show(recipe: Any, train_path: Path, count: int, config_file: str | None) -> None:
+    from llmft.core.config import Config, load_config
+    from llmft.core.data import tokenize_record
+    from llmft.core.inspect import render_example
+    from llmft.core.jsonl import iter_jsonl
+    from llmft.core.models import load_tokenizer
+    from llmft.core.trainer import training_texts
+
+    if config_file:
+        config = load_config(config_file)
+        if config.recipe != recipe.name:
+            raise LlmftError(f"--config {config_file} is for recipe '{config.recipe}', not '{recipe.name}'")
+    else:
+        section = recipe.config_section() if recipe.config_section else None
+        config = Config(recipe=recipe.name, section=section)
+    texts = training_texts(str(train_path)) if config.model.name == "tiny" else []
+    extra = [*recipe.special_tokens(config), *config.adapter.new_tokens]
+    tokenizer = load_tokenizer(config, texts, extra)
+    color = sys.stdout.isatty()
+    for index, record in enumerate(iter_jsonl(train_path)):
+        if index >= count:
+            break
+        example = recipe.tokenize(record, tokenizer, config) or tokenize_record(
+            record, tokenizer, config.data.max_length)
+        click.echo(f"--- example {index + 1}: {len(example)} tokens, {example.trained} trained "
+                   f"({'green' if color else '[[bracketed]]'})")
+        click.echo(render_example(tokenizer, example, color))
+
+
+make_data_group = RecipeCommands(
+    "make-data",
+    help="Write a recipe's training and evaluation data as JSONL.\n\n"
+         "\b\nllmft make-data retuning --task addition --format recursive --max-size 5\n"
+         "llmft make-data sft --toy reverse --n 2000 --show 2",
+)

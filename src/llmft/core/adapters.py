@@ -1,0 +1,68 @@
+"""What trains: full weights, LoRA, QLoRA, new-token embeddings (prompt tuning), or LoRA + new tokens.
+
+Built on PEFT: LoRA layers from `LoraConfig`, new-token rows from `trainable_token_indices` (LoRA) or
+`TrainableTokensConfig` (embeddings only), so adapters reload with plain `PeftModel.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmft.core.config import Config
+from llmft.core.errors import LlmftError
+
+
+def uses_peft(config: Config) -> bool:
+    return config.adapter.method != "full"
+
+
+def apply_adapter(model: Any, config: Config, new_token_ids: list[int]) -> Any:
+    """Wrap the base model for training as [adapter] says; returns the model to train."""
+    from peft import LoraConfig, TrainableTokensConfig, get_peft_model, prepare_model_for_kbit_training
+
+    method = config.adapter.method
+    if method == "full":
+        return model
+    token_layers = _token_layers(model, new_token_ids)
+    if method == "prompt-tuning":
+        if not new_token_ids:
+            raise LlmftError(
+                "adapter.method = 'prompt-tuning' trains new-token embeddings, but there are no new tokens "
+                "(set adapter.new_tokens or use a recipe that adds tokens)"
+            )
+        peft_config = TrainableTokensConfig(token_indices=new_token_ids, target_modules=list(token_layers))
+        return get_peft_model(model, peft_config)
+    if method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    peft_config = LoraConfig(
+        r=config.adapter.r,
+        lora_alpha=config.adapter.alpha,
+        lora_dropout=config.adapter.dropout,
+        target_modules=config.adapter.target_modules,
+        task_type="CAUSAL_LM",
+        # New tokens always train (as TRL does): an adapter whose new rows stay random cannot work.
+        trainable_token_indices=token_layers or None,
+    )
+    return get_peft_model(model, peft_config)
+
+
+def _token_layers(model: Any, new_token_ids: list[int]) -> dict[str, list[int]]:
+    """Input and (untied) output embedding layers whose new rows train."""
+    if not new_token_ids:
+        return {}
+    names = {}
+    inputs = model.get_input_embeddings()
+    outputs = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if module is inputs:
+            names[name.split(".")[-1]] = new_token_ids
+        elif outputs is not None and module is outputs and outputs.weight is not inputs.weight:
+            names[name.split(".")[-1]] = new_token_ids
+    return names
+
+
+def trainable_summary(model: Any) -> tuple[int, int]:
+    """(trainable parameters, all parameters)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

@@ -1,0 +1,80 @@
+"""Train a small tokenizer locally (char-level or BPE) for models built from scratch.
+
+Uses the `tokenizers` library and wraps the result as a transformers `PreTrainedTokenizerFast`, with
+special tokens and a simple chat template, so it saves, reloads and templates like any hub tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
+
+# A minimal chat template: each turn is `<|role|>\ncontent</s>\n`; the generation prompt opens the
+# assistant turn. The assistant's turn ends in EOS, which is therefore trained and stops generation.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    kind: Literal["char", "bpe"] = "char",
+    vocab_size: int = 4096,
+    extra_tokens: Sequence[str] = (),
+) -> Any:
+    """A PreTrainedTokenizerFast trained on `texts`; `extra_tokens` become single added tokens.
+
+    char: every character seen becomes a token (digits stay separate, as arithmetic tasks need).
+    bpe: byte-level BPE with digits split one per token (as llama2.c / TinyStories did).
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [PAD, UNK, BOS, EOS]
+    texts = list(texts)
+    if kind == "char":
+        alphabet = sorted({ch for text in texts for ch in text} | {"\n", " "})
+        vocab = {token: i for i, token in enumerate(specials + alphabet)}
+        tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+        tokenizer.decoder = decoders.Fuse()
+    elif kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
+        tokenizer.normalizer = normalizers.NFC()
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        )
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(texts, trainer=trainer)
+    else:
+        raise ValueError(f"unknown tokenizer kind {kind!r}")
+    bos_id = tokenizer.token_to_id(BOS)
+    # Like Llama tokenizers: encoding a text prepends BOS (add_special_tokens=False leaves it out).
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        padding_side="right",
+        clean_up_tokenization_spaces=False,
+    )
+    wrapped.chat_template = CHAT_TEMPLATE
+    # Chat-role markers and recipe tokens are single tokens, never split.
+    wrapped.add_tokens(["<|system|>", "<|user|>", "<|assistant|>"], special_tokens=True)
+    if extra_tokens:
+        wrapped.add_tokens(list(extra_tokens), special_tokens=True)
+    return wrapped

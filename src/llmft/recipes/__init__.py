@@ -1,0 +1,3 @@
+"""Recipe packages: importing this module registers every recipe."""
+
+from llmft.recipes import sft  # noqa: F401
