@@ -1,0 +1,53 @@
+"""Shared fixtures: one torch thread, offline hub, tiny configs and data written by the tests themselves."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from llmft.core.config import Config, config_from_dict  # noqa: E402
+from llmft.core.jsonl import write_jsonl  # noqa: E402
+from llmft.recipes.sft.toys import toy_split  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def caesar_data(tmp_path: Path) -> tuple[Path, Path]:
+    """A small learnable prompt/completion task: train and held-out eval JSONL."""
+    train, held_out = toy_split("caesar", 1200, 100, seed=1)
+    return write_jsonl(tmp_path / "train.jsonl", train), write_jsonl(tmp_path / "eval.jsonl", held_out)
+
+
+def tiny_config(tmp_path: Path, train_file: Path, eval_file: Path | None = None, **sections: dict) -> Config:
+    """An sft config for a tiny from-scratch Llama; `sections` override tables, e.g. train={...}."""
+    raw: dict = {
+        "recipe": "sft",
+        "model": {"name": "tiny", "tokenizer": "char", "tiny": {"hidden_size": 32, "num_layers": 2, "num_heads": 2}},
+        "adapter": {"method": "full"},
+        "data": {"train": str(train_file), "eval": str(eval_file or ""), "pack_length": 128},
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 10, "batch_size": 4, "learning_rate": 3e-3,
+                  "bf16": "false", "logging_steps": 1},
+        "eval": {"max_new_tokens": 12, "batch_size": 64},
+    }
+    for name, values in sections.items():
+        table = raw.setdefault(name, {})
+        for key, value in values.items():
+            if isinstance(value, dict):
+                table.setdefault(key, {}).update(value)
+            else:
+                table[key] = value
+    return config_from_dict(raw, source="test")
