@@ -307,10 +307,19 @@ def _save(accelerator: Any, model: Any, tokenizer: Any, config: Config, output_d
     import torch
     from safetensors.torch import save_file
 
+    final = output_dir / name
+    # A fixed staging name so every rank can drop its RNG state in before the atomic rename.
+    staged = output_dir / f".{name}.staging"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = output_dir / name
-        staged = runs.staging_dir(final)
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    if optimizer is not None:
+        # Each rank keeps its own RNG state (dropout differs per rank).
+        torch.save(_rng_state(), staged / f"rng-{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         save_artifact(unwrapped, tokenizer, config, staged)
         if optimizer is not None:
@@ -325,9 +334,6 @@ def _save(accelerator: Any, model: Any, tokenizer: Any, config: Config, output_d
         if name != runs.FINAL_NAME:
             for old in runs.checkpoint_dirs(output_dir)[:-max(config.train.save_total_limit, 1)]:
                 shutil.rmtree(old, ignore_errors=True)
-    if optimizer is not None:
-        # Each rank keeps its own RNG state (dropout differs per rank).
-        torch.save(_rng_state(), output_dir / name / f"rng-{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
 
 

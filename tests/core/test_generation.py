@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from llmft.core.generation import Generator, HFGenerator, cut_at_stop
+from llmft.core.tokenizers import train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def generator():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer(["abcdefghij 0123456789 =+\n"], "char")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return HFGenerator(LlamaForCausalLM(config).eval(), tokenizer, batch_size=4)
+
+
+PROMPTS = ["a", "bcd =", "0123456789", "ab", "ja+ij =", "99"]
+
+
+def test_batched_greedy_equals_one_at_a_time(generator):
+    assert isinstance(generator, Generator)
+    batched = generator.generate(PROMPTS, max_new_tokens=10)
+    single = [generator.generate([p], max_new_tokens=10)[0] for p in PROMPTS]
+    assert batched == single
+    assert all(len(generator.tokenizer(o, add_special_tokens=False)["input_ids"]) <= 10 for o in batched)
+
+
+def test_sampling_is_seeded_and_beams_run(generator):
+    a = generator.generate(PROMPTS, max_new_tokens=8, temperature=1.0, seed=3)
+    b = generator.generate(PROMPTS, max_new_tokens=8, temperature=1.0, seed=3)
+    assert a == b
+    assert len(generator.generate(PROMPTS[:2], max_new_tokens=5, num_beams=3)) == 2
+
+
+def test_stop_strings_cut_the_text(generator):
+    free = generator.generate(PROMPTS, max_new_tokens=12)
+    stop = next(ch for ch in "abcdefghij0123456789=+" if any(ch in o[1:] for o in free))
+    cut = generator.generate(PROMPTS, max_new_tokens=12, stop=[stop])
+    for full, short in zip(free, cut):
+        assert stop not in short and full.startswith(short)
+    assert cut_at_stop("x}yz}", ["}"]) == ("x", True)
+    assert cut_at_stop("xyz", ["}"]) == ("xyz", False)
+
+
+def test_vllm_backend_without_vllm_is_one_line():
+    from llmft.core.errors import LlmftError
+    from llmft.core.vllm_backend import lora_rank_for, require_vllm
+
+    with pytest.raises(LlmftError, match="pip install 'llmft\\[vllm\\]'"):
+        require_vllm()
+    assert lora_rank_for(4) == 8 and lora_rank_for(64) == 64 and lora_rank_for(65) == 128
+
+
+def test_vllm_refuses_new_token_adapters(tmp_path):
+    import json
+
+    from llmft.core.errors import LlmftError
+    from llmft.core.vllm_backend import check_adapter_servable
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"trainable_token_indices": {"embed_tokens": [5]}}))
+    with pytest.raises(LlmftError, match="llmft export"):
+        check_adapter_servable(tmp_path)
