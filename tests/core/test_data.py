@@ -37,12 +37,22 @@ def test_truncation_keeps_the_completion(tokenizer):
     assert len(example) == 20 and trained_text(tokenizer, example) == " bcd</s>"
 
 
+def test_batched_tokenisation_equals_one_record_at_a_time(tokenizer):
+    from llmft.core.data import tokenize_records
+
+    records = [{"prompt": "shift abc =", "completion": " bcd"}, {"text": "xyz 12"},
+               {"prompt": "<s>reverse xyz =", "completion": " zyx"}, {"prompt": "a" * 30, "completion": " b"}]
+    batched = tokenize_records(records, tokenizer, 20)
+    assert batched == [tokenize_record(r, tokenizer, 20) for r in records]
+
+
 def test_pack_rows_loses_nothing_and_restarts_positions():
     examples = [TokenizedExample(list(range(1, n + 1)), [IGNORE] + list(range(2, n + 1))) for n in
                 (5, 9, 3, 7, 2, 8, 4)]
     rows = pack_rows(examples, row_length=12)
     assert sum(row.examples for row in rows) == len(examples)
-    assert sorted(len(r.input_ids) for r in rows) == sorted(len(r.input_ids) for r in rows)
+    assert sorted(t for r in rows for t in r.input_ids) == sorted(t for e in examples for t in e.input_ids)
+    assert len(rows) == 4  # 38 tokens in rows of 12: best fit needs no more than ceil(38 / 12) bins here
     assert all(len(row.input_ids) <= 12 for row in rows)
     assert sum(len(r.input_ids) for r in rows) == sum(len(e) for e in examples)
     for row in rows:
@@ -56,10 +66,10 @@ def test_malformed_jsonl_names_file_and_line(tmp_path, tokenizer):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", \n')
     with pytest.raises(LlmftError, match=r"bad.jsonl: line 2 is not JSON"):
-        load_examples(path, lambda r: tokenize_record(r, tokenizer, 32))
+        load_examples(path, tokenizer, 32)
     write_jsonl(path, [{"prompt": "a"}])
     with pytest.raises(LlmftError, match=r"line 1 needs 'prompt' and 'completion', or 'text'"):
-        load_examples(path, lambda r: tokenize_record(r, tokenizer, 32))
+        load_examples(path, tokenizer, 32)
 
 
 def test_packed_logits_and_loss_equal_unpacked(tokenizer):

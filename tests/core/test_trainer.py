@@ -90,4 +90,4 @@ def test_an_example_without_trained_tokens_is_an_error(tmp_path):
         return TokenizedExample([1, 2, 3], [IGNORE, 2, 3] if record["text"] == "ok" else [IGNORE] * 3)
 
     with pytest.raises(LlmftError, match=r"t.jsonl: line 2 has no trained tokens"):
-        load_examples(path, masked)
+        load_examples(path, None, 32, masked)

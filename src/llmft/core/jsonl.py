@@ -16,6 +16,12 @@ Record = dict[str, Any]
 
 def iter_jsonl(path: str | Path, *, what: str = "") -> Iterator[Record]:
     """Yield the JSON objects of a JSONL file; a bad line raises LlmftError naming file and line."""
+    for _, record in iter_numbered(path, what=what):
+        yield record
+
+
+def iter_numbered(path: str | Path, *, what: str = "") -> Iterator[tuple[int, Record]]:
+    """(line number, record) for each non-blank line of a JSONL file."""
     path = Path(path)
     label = f"{what}: " if what else ""
     if not path.is_file():
@@ -30,7 +36,7 @@ def iter_jsonl(path: str | Path, *, what: str = "") -> Iterator[Record]:
                 raise LlmftError(f"{label}{path}: line {number} is not JSON: {exc.msg}") from None
             if not isinstance(record, dict):
                 raise LlmftError(f"{label}{path}: line {number} is not a JSON object")
-            yield record
+            yield number, record
 
 
 def read_jsonl(path: str | Path, *, what: str = "") -> list[Record]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from llmft.core import runs
 from llmft.core.config import Config, config_to_toml
-from llmft.core.data import Row, batch_order, collate, load_examples, pack_rows, single_rows, tokenize_record
+from llmft.core.data import Row, batch_order, collate, load_examples, pack_rows, single_rows
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import iter_jsonl
 
@@ -257,11 +257,8 @@ def _setup_model(config: Config, recipe: Any, output_dir: Path, accelerator: Any
 
 
 def _build_rows(config: Config, recipe: Any, tokenizer: Any) -> list[Row]:
-    def tokenize(record: dict) -> Any:
-        custom = recipe.tokenize(record, tokenizer, config)
-        return custom if custom is not None else tokenize_record(record, tokenizer, config.data.max_length)
-
-    examples = load_examples(config.data.train, tokenize)
+    examples = load_examples(config.data.train, tokenizer, config.data.max_length,
+                             lambda record: recipe.tokenize(record, tokenizer, config))
     if config.data.packing == "rows":
         return pack_rows(examples, max(config.data.pack_length, max(len(e) for e in examples)))
     return single_rows(examples)
