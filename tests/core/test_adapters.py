@@ -69,7 +69,6 @@ def test_prompt_tuning_trains_only_the_new_token_rows(tmp_path, caesar_data):
     result = train(config, progress=False)
     assert result.losses[-1] < result.losses[0]
     _, tokenizer, model = load_for_inference(tmp_path / "run" / "final")
-    base = torch.load if False else None  # noqa: F841
     from transformers import AutoModelForCausalLM
 
     original = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "base-model")
@@ -94,3 +93,29 @@ def test_qlora_trains_on_cpu_with_falling_loss(tmp_path, caesar_data):
     assert last < 0.95 * first, result.losses
     _, _, model = load_for_inference(tmp_path / "run" / "final")
     assert any("Linear4bit" in type(m).__name__ for m in model.modules())
+
+
+def test_two_stage_training_starts_from_the_first_stage(tmp_path):
+    """Stage 1 trains only a new token's embedding; stage 2 (LoRA, adapter.init_from) starts from it."""
+    from llmft.core.jsonl import write_jsonl
+
+    records = [{"prompt": f"<cue> shift {w} =", "completion": " x"} for w in ("ab", "cd", "ef", "gh")] * 10
+    data = write_jsonl(tmp_path / "cue.jsonl", records)
+    stage1 = tiny_config(tmp_path / "s1", data, adapter={"method": "prompt-tuning", "new_tokens": ["<cue>"]},
+                         train={"max_steps": 4, "learning_rate": 5e-2})
+    train(stage1, progress=False)
+    first = tmp_path / "s1" / "run" / "final"
+    stage2 = tiny_config(tmp_path / "s2", data, adapter={**LORA, "new_tokens": ["<cue>"], "init_from": str(first)},
+                         train={"max_steps": 4, "learning_rate": 1e-2})
+    result = train(stage2, progress=False)
+    assert result.losses[-1] < result.losses[0]
+    _, tokenizer, one = load_for_inference(first)
+    _, tokenizer2, two = load_for_inference(tmp_path / "s2" / "run" / "final")
+    assert tokenizer.get_vocab() == tokenizer2.get_vocab()
+    cue = tokenizer.convert_tokens_to_ids("<cue>")
+    stage1_row = one.merge_and_unload().get_input_embeddings().weight[cue]
+    from transformers import AutoModelForCausalLM
+
+    stage2_base = AutoModelForCausalLM.from_pretrained(tmp_path / "s2" / "run" / "base-model")
+    torch.testing.assert_close(stage2_base.get_input_embeddings().weight[cue], stage1_row)
+    assert two.peft_config["default"].base_model_name_or_path.endswith("base-model")

@@ -28,7 +28,7 @@ def base_model_path(folder: Path, config: Config) -> str:
     """Where the adapter's base model lives: the run's saved tiny base, or model.name."""
     from llmft.core.models import BASE_MODEL_DIR, is_tiny
 
-    if is_tiny(config):
+    if is_tiny(config) or config.adapter.init_from:
         for candidate in (folder.parent / BASE_MODEL_DIR, Path(config.train.output_dir) / BASE_MODEL_DIR):
             if candidate.is_dir():
                 return str(candidate)

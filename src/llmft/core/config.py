@@ -59,6 +59,9 @@ class AdapterConfig:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     # Extra tokens to add to the tokenizer, besides the recipe's own.
     new_tokens: list[str] = field(default_factory=list)
+    # A previous run's final/ or checkpoint-N/ folder merged into the base before this run trains
+    # (multi-stage training, e.g. new-token embeddings first, then LoRA); "" = start from model.name.
+    init_from: str = ""
 
 
 @dataclass

@@ -51,7 +51,9 @@ def load_tokenizer(config: Config, train_texts: Iterable[str] = (), extra_tokens
 
     from llmft.core.tokenizers import train_tokenizer
 
-    if is_tiny(config) and not config.model.tokenizer_name:
+    if config.adapter.init_from:
+        tokenizer = AutoTokenizer.from_pretrained(config.adapter.init_from)  # the previous stage's tokens
+    elif is_tiny(config) and not config.model.tokenizer_name:
         tokenizer = train_tokenizer(train_texts, config.model.tokenizer, config.model.vocab_size)
     else:
         name = config.model.tokenizer_name or config.model.name

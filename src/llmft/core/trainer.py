@@ -217,7 +217,7 @@ def _setup_model(config: Config, recipe: Any, output_dir: Path, accelerator: Any
     extra = list(dict.fromkeys([*recipe.special_tokens(config), *config.adapter.new_tokens]))
     tokenizer_dir = output_dir / TOKENIZER_DIR
     if accelerator.is_main_process and not tokenizer_dir.exists():
-        texts = training_texts(config.data.train) if is_tiny(config) else []
+        texts = training_texts(config.data.train) if is_tiny(config) and not config.adapter.init_from else []
         if is_tiny(config) and config.data.eval and Path(config.data.eval).exists():
             texts += training_texts(config.data.eval)  # the alphabet only: unseen characters would be <unk>
         tokenizer = load_tokenizer(config, texts, extra)
@@ -231,8 +231,13 @@ def _setup_model(config: Config, recipe: Any, output_dir: Path, accelerator: Any
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in extra]
 
     quantize = config.adapter.method == "qlora"
-    if is_tiny(config):
-        base_dir = output_dir / BASE_MODEL_DIR
+    base_dir = output_dir / BASE_MODEL_DIR
+    if config.adapter.init_from:
+        if accelerator.is_main_process and not base_dir.exists():
+            _save_merged_base(config.adapter.init_from, base_dir, tokenizer)
+        accelerator.wait_for_everyone()
+        model = load_pretrained(str(base_dir), config, quantize_4bit=quantize)
+    elif is_tiny(config):
         if accelerator.is_main_process and not base_dir.exists() and (uses_peft(config) or quantize):
             staged = runs.staging_dir(base_dir)
             build_tiny_model(config, tokenizer).save_pretrained(staged)
@@ -245,7 +250,7 @@ def _setup_model(config: Config, recipe: Any, output_dir: Path, accelerator: Any
             model = build_tiny_model(config, tokenizer)
     else:
         model = load_pretrained(config.model.name, config, quantize_4bit=quantize)
-        resize_embeddings(model, len(tokenizer))
+    resize_embeddings(model, len(tokenizer))
     model.config.use_cache = False
     model = apply_adapter(model, config, new_ids)
     trainable, total = trainable_summary(model)
@@ -254,6 +259,24 @@ def _setup_model(config: Config, recipe: Any, output_dir: Path, accelerator: Any
     if accelerator.is_main_process:
         print(f"llmft: {config.recipe} | {config.adapter.method} | trainable {trainable:,} of {total:,} parameters")
     return tokenizer, model, new_ids
+
+
+def _save_merged_base(previous: str, base_dir: Path, tokenizer: Any) -> None:
+    """adapter.init_from: the previous run's model with its adapter merged in, saved as this run's base."""
+    from llmft.core.artifacts import load_for_inference
+    from llmft.core.models import resize_embeddings
+
+    _, previous_tokenizer, model = load_for_inference(previous, quantized=False)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if previous_tokenizer.get_vocab() != {k: v for k, v in tokenizer.get_vocab().items()
+                                          if v < len(previous_tokenizer)}:
+        raise LlmftError(f"adapter.init_from: {previous} was trained with a different tokenizer")
+    resize_embeddings(model, len(tokenizer))
+    staged = runs.staging_dir(base_dir)
+    model.save_pretrained(staged, safe_serialization=True)
+    tokenizer.save_pretrained(staged)
+    runs.publish_dir(staged, base_dir)
 
 
 def _build_rows(config: Config, recipe: Any, tokenizer: Any) -> list[Row]:
@@ -291,7 +314,7 @@ def save_artifact(model: Any, tokenizer: Any, config: Config, folder: Path) -> N
     from llmft.core.adapters import uses_peft
     from llmft.core.models import BASE_MODEL_DIR, is_tiny
 
-    if uses_peft(config) and is_tiny(config):
+    if uses_peft(config) and (is_tiny(config) or config.adapter.init_from):
         model.peft_config["default"].base_model_name_or_path = str(
             (Path(config.train.output_dir) / BASE_MODEL_DIR).resolve())
     model.save_pretrained(folder, safe_serialization=True)

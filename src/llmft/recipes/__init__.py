@@ -1,3 +1,8 @@
 """Recipe packages: importing this module registers every recipe."""
 
-from llmft.recipes import sft  # noqa: F401
+from llmft.recipes import (
+    retuning,  # noqa: F401
+    sft,  # noqa: F401
+    squad,  # noqa: F401
+    uft,  # noqa: F401
+)

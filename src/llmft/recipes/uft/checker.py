@@ -42,7 +42,7 @@ ENDING_SENTENCES = 3
 
 def sentences(story: str) -> list[str]:
     """Non-empty sentences, split at . ! ? (closing quotes stay with their sentence)."""
-    return [s.strip() for s in re.split(r'(?<=[.!?])"?\s+', story) if s.strip()]
+    return [s.strip() for s in re.split(r'(?:(?<=[.!?])|(?<=[.!?]"))\s+', story) if s.strip()]
 
 
 def has_feature(story: str, feature: str) -> bool:

@@ -1,0 +1,110 @@
+"""`retuning`: Re-Tuning (Pasewark et al., ACL 2024). The model learns to call itself on a smaller problem
+(addition, parity, DP); evaluation runs the recursion and reports accuracy by problem size."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import click
+
+from llmft.core.errors import LlmftError
+from llmft.core.jsonl import write_jsonl
+from llmft.recipes.retuning.data import FORMATS, TASKS, TRAIN_SIZES, eval_records, training_records
+
+if TYPE_CHECKING:
+    from llmft.core.config import Config
+    from llmft.core.generation import Generator
+
+
+@dataclass
+class RetuningConfig:
+    """[retuning]: the task and format the run trains on, and the recursion limit at evaluation."""
+
+    task: Literal["addition", "parity", "dp"] = "addition"
+    format: Literal["recursive", "scratchpad", "baseline"] = "recursive"
+    # Largest training size (digits, list or array length), which splits "in range" from "beyond";
+    # 0 = what make-data wrote into the eval records.
+    max_size: int = 0
+    # Recursion depth cap; 0 = the reference's: 2 x size for addition and parity, 35 for DP.
+    max_depth: int = 0
+
+
+@dataclass
+class RetuningRecipe:
+    name: str = "retuning"
+    summary: str = "Re-Tuning (Pasewark et al. 2024): recursive addition, parity and DP; accuracy by size."
+    config_section: type | None = RetuningConfig
+    make_data_params: list[click.Parameter] = field(default_factory=lambda: [
+        click.Option(["--task"], type=click.Choice(TASKS), default="addition", show_default=True,
+                     help="addition, parity (of a bit list) or dp (maximum-sum non-adjacent subsequence)."),
+        click.Option(["--format", "fmt"], type=click.Choice(FORMATS), default="recursive", show_default=True,
+                     help="recursive (Re-Tuning), scratchpad or baseline."),
+        click.Option(["--min-size"], type=int, default=0,
+                     help="Smallest training size (0 = the reference's: addition 1, parity 1, dp 2)."),
+        click.Option(["--max-size"], type=int, default=0,
+                     help="Largest training size (0 = the reference's: addition 15, parity 21, dp 5); "
+                          "eval covers sizes 1 to twice this."),
+        click.Option(["--n"], type=int, default=0,
+                     help="Training problems to draw (0 = the reference's count: 1000 pairs per digit cell, "
+                          "250,000 parity lists, every DP array)."),
+        click.Option(["--eval-n"], type=int, default=100, show_default=True, help="Eval problems per size."),
+        click.Option(["--resample/--no-resample"], default=True, show_default=True,
+                     help="The reference's resampling toward short base cases."),
+    ])
+
+    def make_data(self, out: Path | None, seed: int, task: str = "addition", fmt: str = "recursive",
+                  min_size: int = 0, max_size: int = 0, n: int = 0, eval_n: int = 100,
+                  resample: bool = True) -> dict[str, Path]:
+        low, high = TRAIN_SIZES[task]
+        min_size, max_size = min_size or low, max_size or high
+        if not 1 <= min_size <= max_size:
+            raise LlmftError("make-data retuning: need 1 <= --min-size <= --max-size, "
+                             f"got {min_size} and {max_size}")
+        if n < 0 or eval_n < 1:
+            raise LlmftError(f"make-data retuning: --n must be >= 0 and --eval-n >= 1, got {n} and {eval_n}")
+        try:
+            train = training_records(task, fmt, random.Random(seed), min_size, max_size, n, resample)
+        except ValueError as exc:
+            raise LlmftError(f"make-data retuning: {exc}") from None
+        held_out = eval_records(task, fmt, random.Random(f"retuning-eval-{seed}"), range(1, 2 * max_size + 1),
+                                eval_n, max_size)
+        out = out or Path("data/retuning") / f"{task}-{fmt}"
+        return {"train": write_jsonl(out / "train.jsonl", train),
+                "eval": write_jsonl(out / "eval.jsonl", held_out)}
+
+    def special_tokens(self, config: Config) -> list[str]:
+        return []
+
+    def tokenize(self, record: dict, tokenizer: Any, config: Config) -> None:
+        return None
+
+    def evaluate(self, generator: Generator, config: Config, eval_dir: Path, **options: Any) -> dict:
+        """Accuracy by size for the format the run trained on; results.jsonl resumes, plus a PNG plot."""
+        from llmft.recipes.retuning.evaluate import run_evaluation
+
+        return run_evaluation(generator, config, _section(config), eval_dir)
+
+    def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
+        from llmft.recipes.retuning.evaluate import compare
+
+        return compare(metrics_by_run, out_dir)
+
+    def decode(self, generator: Generator, prompts: list[str], config: Config) -> list[str]:
+        """Recursive format: the root's transcript after its prompt once every call has returned."""
+        from llmft.recipes.retuning.engine import run_recursion
+
+        section = _section(config)
+        if section.format != "recursive":
+            return generator.generate(list(prompts), max_new_tokens=config.eval.max_new_tokens,
+                                      temperature=config.eval.temperature, seed=config.eval.seed)
+        traces = run_recursion(generator, prompts, section.task, max_depth=section.max_depth,
+                               max_new_tokens=config.eval.max_new_tokens, temperature=config.eval.temperature,
+                               seed=config.eval.seed)
+        return [trace.completion for trace in traces]
+
+
+def _section(config: Config) -> RetuningConfig:
+    return config.section if config.section is not None else RetuningConfig()

@@ -1,0 +1,127 @@
+"""The squad recipe object: make-data options, the [squad] config section, masking and evaluation hooks."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llmft.core.errors import LlmftError
+from llmft.recipes.squad.data import SPLIT_SEED, pause_tokens
+
+
+@dataclass
+class SquadConfig:
+    """[squad]: how the data was made (keep it equal to the make-data options) and how to evaluate."""
+
+    # k pause tokens <blah_0>..<blah_{k-1}> open every assistant turn (the reference's best run used 5).
+    # Their embeddings train (adapter.method "prompt-tuning" or LoRA, which trains new tokens); their
+    # positions carry no loss.
+    num_pause_tokens: int = 0
+    # Evaluation prompts end in the pause tokens + "\n```json" and stop at "}" (the reference's default).
+    force_answer: bool = True
+
+
+@dataclass(frozen=True)
+class SquadRecipe:
+    """llama-squad: SQuAD v2 as chat prompts answered in JSON, loss on the answer only."""
+
+    name: str = "squad"
+    summary: str = "SQuAD v2 as chat prompts answered in JSON (llama-squad); --synthetic N works offline."
+    config_section: type = SquadConfig
+
+    @property
+    def make_data_params(self) -> list[click.Parameter]:
+        return [
+            click.Option(["--source"], default="hub", show_default=True, metavar="hub|PATH",
+                         help="'hub' (rajpurkar/squad_v2), a saved `datasets` folder, or an official SQuAD v2 "
+                              "JSON file (one split: gives train and val only, see --test-source)."),
+            click.Option(["--test-source"], default="", metavar="PATH",
+                         help="The test split from another file or folder (e.g. dev-v2.0.json)."),
+            click.Option(["--synthetic"], type=int, default=0, metavar="N",
+                         help="Instead of SQuAD: N invented-entity training questions (+N/10 val and test)."),
+            click.Option(["--num-pause-tokens"], type=int, default=0, show_default=True,
+                         help="Pause tokens <blah_0>.. before each JSON answer (set squad.num_pause_tokens "
+                              "to the same)."),
+            click.Option(["--multi-turn"], is_flag=True,
+                         help="Two turns: 'is the answer in the context?' then the span."),
+            click.Option(["--train-n"], type=int, default=0, metavar="N", help="Random N training rows (0: all)."),
+            click.Option(["--eval-n"], type=int, default=0, metavar="N",
+                         help="Random N test rows (0: all; the reference used 1,000 for slow models)."),
+            click.Option(["--split-seed"], type=int, default=SPLIT_SEED, show_default=True,
+                         help="Seed of the train/validation split (the reference's is 42)."),
+        ]
+
+    def make_data(self, out: Path | None, seed: int, **options: Any) -> dict[str, Path]:
+        from llmft.core.jsonl import write_jsonl
+        from llmft.recipes.squad.data import load_splits, squad_record, subset
+        from llmft.recipes.squad.synthetic import synthetic_splits
+
+        k, multi_turn = options.get("num_pause_tokens", 0), options.get("multi_turn", False)
+        synthetic = options.get("synthetic", 0)
+        if k < 0 or synthetic < 0:
+            raise LlmftError("--num-pause-tokens and --synthetic must be 0 or more")
+        rng = random.Random(seed)
+        if synthetic:
+            splits = synthetic_splits(synthetic, rng)
+        else:
+            splits = load_splits(options.get("source", "hub"), options.get("test_source", ""),
+                                 options.get("split_seed", SPLIT_SEED))
+        splits["train"] = subset(splits["train"], options.get("train_n", 0), rng)
+        if "test" in splits:
+            splits["test"] = subset(splits["test"], options.get("eval_n", 0), rng)
+        variant = ("synthetic" if synthetic else "squad_v2") + (f"-pause{k}" if k else "") + \
+            ("-multiturn" if multi_turn else "")
+        folder = out or Path("data") / "squad" / variant
+        pause = "".join(pause_tokens(k))
+        paths = {split: write_jsonl(folder / f"{split}.jsonl", [squad_record(r, pause, multi_turn) for r in rows])
+                 for split, rows in splits.items()}
+        paths["eval"] = paths.pop("test", paths["val"])
+        return paths
+
+    def special_tokens(self, config: Any) -> list[str]:
+        return pause_tokens(self._section(config).num_pause_tokens)
+
+    def tokenize(self, record: dict, tokenizer: Any, config: Any) -> Any:
+        from llmft.recipes.squad.chat import tokenize_chat
+
+        if "messages" not in record:
+            return None
+        pause = "".join(self.special_tokens(config))
+        return tokenize_chat(tokenizer, record["messages"], pause, config.data.max_length)
+
+    def evaluate(self, generator: Any, config: Any, eval_dir: Path, **options: Any) -> dict:
+        from llmft.recipes.squad.evaluate import evaluate_squad
+
+        if not config.data.eval:
+            raise LlmftError("data.eval is not set: point it at a test.jsonl from `llmft make-data squad`")
+        section = self._section(config)
+        return evaluate_squad(generator, config, eval_dir, "".join(pause_tokens(section.num_pause_tokens)),
+                              section.force_answer)
+
+    def decode(self, generator: Any, prompts: list[str], config: Any) -> list[str]:
+        """Prompts that end in the chat's assistant opening (add_generation_prompt) get the force-answer
+        opening and are completed to the closing brace; returns each answer's JSON block."""
+        from llmft.recipes.squad.chat import turn_opening
+        from llmft.recipes.squad.evaluate import complete_turns
+
+        section = self._section(config)
+        if not section.force_answer:
+            return complete_turns(generator, prompts, config, False)
+        opening = turn_opening(generator.tokenizer, "".join(pause_tokens(section.num_pause_tokens)))
+        completions = complete_turns(generator, [p + opening for p in prompts], config, True)
+        return [f"```json{text}\n```" for text in completions]
+
+    def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
+        from llmft.core.runs import atomic_write_text
+        from llmft.recipes.squad.evaluate import plot_table, table_markdown
+
+        atomic_write_text(out_dir / "table.md", table_markdown(metrics_by_run))
+        return plot_table(metrics_by_run, out_dir / "squad-compare.png")
+
+    @staticmethod
+    def _section(config: Any) -> SquadConfig:
+        return config.section if isinstance(config.section, SquadConfig) else SquadConfig()

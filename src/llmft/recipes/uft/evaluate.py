@@ -1,0 +1,371 @@
+"""What the model still knows: losses on the ID / Task / Complement / Adversarial sets, the generation
+score (stories sampled for prompts that request the feature, judged), the recovery curve over reFT
+checkpoints, and per-layer linear probes. Rows go to results.jsonl (resumable), plots to PNG.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llmft.core.errors import LlmftError, did_you_mean
+from llmft.core.jsonl import AppendLog, read_jsonl
+from llmft.core.runs import CHECKPOINT_PREFIX, CONFIG_NAME, FINAL_NAME, atomic_write_text
+from llmft.recipes.uft.checker import FEATURES
+from llmft.recipes.uft.judge import EndpointJudge, Judge, RulesJudge, Shot
+from llmft.recipes.uft.text import STOP_STRINGS, cut_story, instruction_value, split_text, story_prompt
+
+SETS = ("id", "task", "complement", "adversarial")
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses
+
+
+def set_loss(model: Any, tokenizer: Any, records: Sequence[dict], batch_size: int = 8,
+             max_length: int = 1024) -> float:
+    """Mean next-token cross-entropy over every trained token of the text records (as training sees them)."""
+    import torch
+
+    from llmft.core.data import IGNORE, tokenize_record
+
+    examples = [tokenize_record(record, tokenizer, max_length) for record in records]
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start:start + batch_size]
+            width = max(len(e) for e in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            labels = torch.full((len(chunk), width), IGNORE, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, example in enumerate(chunk):
+                n = len(example)
+                ids[row, :n] = torch.tensor(example.input_ids)
+                labels[row, :n] = torch.tensor(example.labels)
+                mask[row, :n] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            targets = labels[:, 1:].to(device)
+            total += torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                ignore_index=IGNORE, reduction="sum").item()
+            count += int((targets != IGNORE).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Generation score
+
+
+def story_prompts(records: Sequence[dict], feature: str, n: int) -> list[str]:
+    """Prompts of the first `n` records that request the feature: their instruction lines, then `Story:`."""
+    return [story_prompt(r["text"]) for r in records if feature in r.get("features", [])][:n]
+
+
+def generation_rows(generator: Any, prompts: Sequence[str], feature: str, judge: Judge, log: AppendLog, *,
+                    step: int | None = None, batch_size: int = 16, max_new_tokens: int = 350,
+                    temperature: float = 1.0, seed: int = 0) -> list[dict]:
+    """Sample a story per prompt and judge it; rows already in the log (same step) are kept, not redone."""
+    done = {r["index"]: r for r in log.records if r.get("kind") == "generation" and r.get("step") == step}
+    for start in range(0, len(prompts), batch_size):
+        todo = [i for i in range(start, min(start + batch_size, len(prompts))) if i not in done]
+        if not todo:
+            continue
+        # The seed depends on the chunk only, so a resumed evaluation samples what an uninterrupted one would.
+        outputs = generator.generate([prompts[i] for i in todo], max_new_tokens=max_new_tokens,
+                                     stop=STOP_STRINGS, temperature=temperature, seed=seed + start)
+        stories = [cut_story(text) for text in outputs]
+        for i, story, verdict in zip(todo, stories, judge(stories, feature), strict=True):
+            row = {"kind": "generation", "step": step, "index": i, "feature": feature, "prompt": prompts[i],
+                   "story": story, "has_feature": bool(verdict)}
+            log.append(row)
+            done[i] = row
+    return [done[i] for i in range(len(prompts))]
+
+
+def make_judge(section: Any, task: Sequence[dict] = (), complement: Sequence[dict] = ()) -> Judge:
+    """The configured judge; the endpoint's few-shot examples come from the Task (Yes) and Complement (No)
+    sets, with the story's summary as the reasoning, as the reference builds its shots."""
+    if section.judge == "rules":
+        return RulesJudge()
+    shots = []
+    for records, answer in ((task, True), (complement, False)):
+        for record in list(records)[:section.judge_shots]:
+            shots.append(Shot(split_text(record["text"])[1], instruction_value(record["text"], "Summary"), answer))
+    api_key = os.environ.get(section.judge_key_env, "") if section.judge_key_env else ""
+    return EndpointJudge(section.judge_url, section.judge_model, api_key, shots)
+
+
+# --------------------------------------------------------------------------------------------------
+# Recovery curve
+
+
+def recovery_folder(config: Any, step: int) -> Path:
+    """The model after `step` reFT steps: step 0 is the run's starting model (model.name), others its
+    checkpoint-<step>/ (final/ for the last step)."""
+    if step == 0:
+        folder = Path(config.model.name)
+        if not (folder / CONFIG_NAME).is_file():
+            raise LlmftError(f"[uft] recovery step 0 is the run's starting model, but model.name = "
+                             f"'{config.model.name}' is not an llmft run folder")
+        return folder
+    output_dir = Path(config.train.output_dir)
+    for folder in (output_dir / f"{CHECKPOINT_PREFIX}{step}",
+                   output_dir / FINAL_NAME if step == config.train.max_steps else None):
+        if folder is not None and (folder / CONFIG_NAME).is_file():
+            return folder
+    raise LlmftError(f"[uft] recovery_steps: no checkpoint for step {step} in {output_dir} (train with "
+                     f"train.save_steps dividing {step} and a save_total_limit that keeps it)")
+
+
+def recovery_table(scores_by_step: dict[int, dict[str, float]]) -> str:
+    """The reference's table: a row per deletion run, a column per reFT step, scores to two decimals."""
+    steps = sorted(scores_by_step)
+    runs: list[str] = []
+    for step in steps:
+        runs += [run for run in scores_by_step[step] if run not in runs]
+    lines = ["| deletion (LR) | " + " | ".join(str(s) for s in steps) + " |",
+             "|---|" + "---|" * len(steps)]
+    for run in runs:
+        cells = [f"{scores_by_step[s][run]:.2f}" if run in scores_by_step[s] else "-" for s in steps]
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def recovery_scores(metrics: dict) -> dict[int, float]:
+    """{step: generation score} from a metrics dict's `recovery/<step>` entries."""
+    return {int(key.split("/", 1)[1]): value for key, value in metrics.items()
+            if re.fullmatch(r"recovery/\d+", key)}
+
+
+# --------------------------------------------------------------------------------------------------
+# The recipe's evaluation
+
+
+def eval_sets(config: Any) -> dict[str, str]:
+    """{set name: JSONL path} of the configured loss sets; the ID set defaults to data.eval."""
+    section = config.section
+    paths = {"id": section.id_set or config.data.eval, "task": section.task_set,
+             "complement": section.complement_set, "adversarial": section.adversarial_set}
+    for name, path in paths.items():
+        if path and not Path(path).is_file():
+            raise LlmftError(f"[uft] {name}_set: file not found: {path}")
+    return {name: path for name, path in paths.items() if path}
+
+
+def evaluate_uft(generator: Any, config: Any, eval_dir: Path) -> dict:
+    """Losses, generation score, recovery curve and probes as configured in [uft]; writes rows and plots."""
+    from llmft.recipes.uft.recipe import UftConfig
+
+    if config.section is None:
+        config.section = UftConfig()
+    section = config.section
+    if section.feature not in FEATURES:
+        raise LlmftError(f"[uft] feature: unknown feature '{section.feature}'"
+                         f"{did_you_mean(section.feature, FEATURES)}; features are {', '.join(FEATURES)}")
+    eval_dir = Path(eval_dir)
+    sets = eval_sets(config)
+    limit = section.loss_examples
+    records = {name: read_jsonl(path, what=f"[uft] {name}_set")[:limit or None] for name, path in sets.items()}
+    model, tokenizer = getattr(generator, "model", None), getattr(generator, "tokenizer", None)
+    metrics: dict[str, Any] = {"feature": section.feature}
+    with AppendLog(eval_dir / "results.jsonl") as log:
+        if model is not None:
+            for name, rows in records.items():
+                metrics[f"loss/{name}"] = _loss_row(log, name, model, tokenizer, rows, config)["loss"]
+        prompt_path = section.prompt_set or sets.get("adversarial") or sets.get("task") or sets.get("id", "")
+        if section.n_generations and prompt_path:
+            prompts = story_prompts(read_jsonl(prompt_path, what="[uft] prompt_set"), section.feature,
+                                    section.n_generations)
+            if not prompts:
+                raise LlmftError(f"[uft] prompt_set {prompt_path}: no record requests {section.feature}")
+            judge = make_judge(section, records.get("task", ()), records.get("complement", ()))
+            options = {"batch_size": config.eval.batch_size, "max_new_tokens": section.story_tokens,
+                       "temperature": section.temperature, "seed": config.eval.seed}
+            rows = generation_rows(generator, prompts, section.feature, judge, log, **options)
+            metrics["generation_score"] = _mean(r["has_feature"] for r in rows)
+            for step in section.recovery_steps:
+                rows = _recovery_rows(config, step, prompts, section.feature, judge, log, options)
+                metrics[f"recovery/{step}"] = _mean(r["has_feature"] for r in rows)
+        if section.probes and model is not None:
+            probe_records = _probe_records(config, sets)
+            accuracy = _probe_rows(log, model, tokenizer, probe_records, config)
+            metrics["probe_accuracy"] = {f: {str(layer): accuracy[layer][f] for layer in accuracy}
+                                         for f in next(iter(accuracy.values()))}
+            for layer, by_feature in accuracy.items():
+                if section.feature in by_feature:
+                    metrics[f"probe/{section.feature}/layer{layer}"] = by_feature[section.feature]
+    _write_plots(metrics, eval_dir, Path(config.train.output_dir).name)
+    return metrics
+
+
+def _loss_row(log: AppendLog, name: str, model: Any, tokenizer: Any, records: list[dict], config: Any) -> dict:
+    for row in log.records:
+        if row.get("kind") == "loss" and row.get("set") == name:
+            return row
+    loss = set_loss(model, tokenizer, records, batch_size=max(1, min(config.eval.batch_size, 16)),
+                    max_length=config.data.max_length)
+    row = {"kind": "loss", "set": name, "loss": loss, "records": len(records)}
+    log.append(row)
+    return row
+
+
+def _recovery_rows(config: Any, step: int, prompts: list[str], feature: str, judge: Judge, log: AppendLog,
+                   options: dict) -> list[dict]:
+    done = [r for r in log.records if r.get("kind") == "generation" and r.get("step") == step]
+    if len(done) >= len(prompts):
+        return done[:len(prompts)]
+    from llmft.core.evaluation import build_generator
+
+    generator = build_generator(recovery_folder(config, step), config)
+    try:
+        return generation_rows(generator, prompts, feature, judge, log, step=step, **options)
+    finally:
+        del generator
+        gc.collect()
+        _empty_cuda_cache()
+
+
+def _probe_records(config: Any, sets: dict[str, str]) -> list[dict]:
+    section = config.section
+    path = section.probe_set or sets.get("id", "")
+    if not path:
+        raise LlmftError("[uft] probes need records: set probe_set, id_set or data.eval")
+    records = [r for r in read_jsonl(path, what="[uft] probe_set") if "story_features" in r or "features" in r]
+    return records[:section.probe_examples or None]
+
+
+def _probe_rows(log: AppendLog, model: Any, tokenizer: Any, records: list[dict], config: Any) -> dict:
+    from llmft.recipes.uft.probes import probe_accuracy
+
+    section = config.section
+    done = [r for r in log.records if r.get("kind") == "probe"]
+    if not done:
+        accuracy = probe_accuracy(model, tokenizer, records, section.probe_layers, steps=section.probe_steps,
+                                  lr=section.probe_lr, seed=config.eval.seed)
+        for layer, by_feature in accuracy.items():
+            for feature, value in by_feature.items():
+                row = {"kind": "probe", "layer": layer, "feature": feature, "accuracy": value,
+                       "examples": len(records)}
+                log.append(row)
+                done.append(row)
+    accuracy: dict[int, dict[str, float]] = {}
+    for row in done:
+        accuracy.setdefault(row["layer"], {})[row["feature"]] = row["accuracy"]
+    return accuracy
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------------------------------
+# Plots and comparison
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _write_plots(metrics: dict, eval_dir: Path, run: str) -> None:
+    plt = _pyplot()
+    losses = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("loss/")}
+    if losses:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.bar(list(losses), list(losses.values()), color="tab:blue")
+        ax.set_ylabel("mean token cross-entropy")
+        ax.set_title(f"{run}: losses by set")
+        fig.tight_layout()
+        fig.savefig(eval_dir / "losses.png", dpi=120)
+        plt.close(fig)
+    if "probe_accuracy" in metrics:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for feature, by_layer in metrics["probe_accuracy"].items():
+            layers = sorted(by_layer, key=int)
+            ax.plot([int(layer) for layer in layers], [by_layer[layer] for layer in layers], marker="o",
+                    label=feature, linewidth=2.5 if feature == metrics.get("feature") else 1.2)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("layer (after block)")
+        ax.set_ylabel("probe test accuracy")
+        ax.set_title(f"{run}: linear probes")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(eval_dir / "probes.png", dpi=120)
+        plt.close(fig)
+    scores = recovery_scores(metrics)
+    if scores:
+        _plot_recovery({run: scores}, eval_dir / "recovery.png", metrics.get("feature", ""))
+        atomic_write_text(eval_dir / "recovery_table.md",
+                          recovery_table({step: {run: score} for step, score in scores.items()}))
+
+
+def _plot_recovery(curves: dict[str, dict[int, float]], path: Path, feature: str) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run, scores in curves.items():
+        steps = sorted(scores)
+        ax.plot(steps, [scores[s] for s in steps], marker="o", label=run)
+    steps = sorted({s for scores in curves.values() for s in scores})
+    # Log-like spacing for 0, 30, 270, 3000 with step 0 still on the axis; ticks at the measured steps.
+    ax.set_xscale("symlog", linthresh=min([s for s in steps if s > 0], default=1))
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("reFT steps")
+    ax.set_ylabel(f"generation score ({feature or 'feature'})")
+    ax.set_title("recovery after deletion")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def compare_runs(metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
+    """Recovery curves of several runs in one plot, plus their table (recovery_table.md).
+
+    A run without `recovery/<step>` metrics counts as one point: its generation score at the step in its
+    label (`run/checkpoint-270`), so `llmft eval --adapter .../checkpoint-30 --adapter ...` also draws a curve.
+    """
+    curves: dict[str, dict[int, float]] = {}
+    feature = ""
+    for label, metrics in metrics_by_run.items():
+        feature = feature or metrics.get("feature", "")
+        scores = recovery_scores(metrics)
+        if scores:
+            curves[label] = scores
+            continue
+        match = re.search(rf"(.*)/{CHECKPOINT_PREFIX}(\d+)$", label)
+        if match and "generation_score" in metrics:
+            curves.setdefault(match.group(1), {})[int(match.group(2))] = metrics["generation_score"]
+    if not curves:
+        raise LlmftError("uft compare: no run has recovery/<step> metrics or a checkpoint-<step> generation score")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_step: dict[int, dict[str, float]] = {}
+    for run, scores in curves.items():
+        for step, score in scores.items():
+            by_step.setdefault(step, {})[run] = score
+    atomic_write_text(out_dir / "recovery_table.md", recovery_table(by_step))
+    return _plot_recovery(curves, out_dir / "recovery.png", feature)

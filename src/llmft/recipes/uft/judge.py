@@ -1,0 +1,161 @@
+"""Judges for the generation score: does a story have the feature?
+
+`RulesJudge` reads the cue phrases of procedural stories; `EndpointJudge` asks an OpenAI-compatible
+`/v1/chat/completions` endpoint with the reference's classifier prompt (gpt-3.5-turbo at temperature 0).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from llmft.core.errors import LlmftError
+from llmft.recipes.uft.checker import has_feature
+
+
+class Judge(Protocol):
+    """Labels stories: True where the story has the feature."""
+
+    def __call__(self, stories: Sequence[str], feature: str) -> list[bool]: ...
+
+
+class RulesJudge:
+    """The rule-based checker (exact on procedural stories)."""
+
+    def __call__(self, stories: Sequence[str], feature: str) -> list[bool]:
+        return [has_feature(story, feature) for story in stories]
+
+
+# The reference only asks about twists; the other questions follow its wording.
+QUESTIONS = {
+    "Twist": "Does the story have a twist?",
+    "Dialogue": "Does the story contain dialogue?",
+    "BadEnding": "Does the story have a bad ending?",
+    "MoralValue": "Does the story have a moral value?",
+    "Foreshadowing": "Does the story contain foreshadowing?",
+    "Conflict": "Does the story have a conflict?",
+}
+
+# The reference's prompts, verbatim (typos included).
+SYSTEM_PROMPT = "You are a helpful assistant, whose role is to answer questions about children's stories."
+ZERO_SHOT_PROMPT = """You will be presented with a story written for children.
+Your task is to answer the question: {question} Answer only Yes or No.
+
+{story}
+
+{question}"""
+SHOT_PROMPT = """
+<story>
+{story}
+</story>
+<reasoning>{reasoning}</reasoning>
+<answer>{answer}</answer>
+"""
+FEW_SHOT_PROMPT = """You will be presented with a story written for children.
+Your task is to answer the question: {question}
+Please first reason step-by-step to work out the answer to the question. Enclose your reasoning in <reasoning> tags.
+After your reasoning has finished, answer the question \"{question}\", answering only Yes or No, and surrounding your answer with <answer> tags.
+Make sure your you write our your answer inside <answer> tags on a new line after completing your reasoning. Your response must include <answer> tags.
+Here are several examples:
+{shots}
+
+Here is the story to answer the question about:
+<story>
+{story}
+</story>
+"""
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A worked example for the few-shot prompt; the reference uses the story's summary as reasoning."""
+
+    story: str
+    reasoning: str
+    answer: bool
+
+
+def classifier_prompt(story: str, feature: str, shots: Sequence[Shot] = ()) -> str:
+    """The user message: zero-shot without shots, the reference's few-shot prompt with them."""
+    question = QUESTIONS[feature]
+    if not shots:
+        return ZERO_SHOT_PROMPT.format(question=question, story=story.strip())
+    text = "".join(SHOT_PROMPT.format(story=s.story.strip(), reasoning=s.reasoning.strip(),
+                                      answer="Yes" if s.answer else "No") for s in shots)
+    return FEW_SHOT_PROMPT.format(question=question, shots=text, story=story.strip())
+
+
+def parse_answer(content: str, question: str) -> bool:
+    """Yes/No from a reply: the <answer> tag when there is one, else the reference's rule (the text after
+    the last copy of the question: 'yes' in it -> True, else False)."""
+    tagged = re.findall(r"<answer>(.*?)</answer>", content, re.IGNORECASE | re.DOTALL)
+    tail = tagged[-1] if tagged else content.split(question)[-1]
+    return "yes" in tail.strip().lower()
+
+
+def chat_completions_url(url: str) -> str:
+    """`http://host:port`, `.../v1` or the full `.../v1/chat/completions` -> the full endpoint URL."""
+    url = url.rstrip("/")
+    if url.endswith("/chat/completions"):
+        return url
+    if url.endswith("/v1"):
+        return url + "/chat/completions"
+    return url + "/v1/chat/completions"
+
+
+class EndpointJudge:
+    """Asks an OpenAI-compatible chat endpoint, one story per request, temperature 0, max 200 tokens."""
+
+    def __init__(self, url: str, model: str = "gpt-3.5-turbo", api_key: str = "", shots: Sequence[Shot] = (),
+                 timeout: float = 60.0, retries: int = 3):
+        if not url:
+            raise LlmftError("[uft] judge = 'endpoint' needs judge_url (an OpenAI-compatible server)")
+        self.url = chat_completions_url(url)
+        self.model, self.api_key, self.shots = model, api_key, list(shots)
+        self.timeout, self.retries = timeout, retries
+
+    def __call__(self, stories: Sequence[str], feature: str) -> list[bool]:
+        question = QUESTIONS[feature]
+        return [parse_answer(self.ask(classifier_prompt(story, feature, self.shots)), question)
+                for story in stories]
+
+    def ask(self, prompt: str) -> str:
+        """The reply text to one user message (with the reference's system prompt)."""
+        body = json.dumps({
+            "model": self.model,
+            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
+            "temperature": 0.0,
+            "max_tokens": 200,
+        }).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        for attempt in range(self.retries):
+            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    reply = json.loads(response.read())
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code in (429, 500, 502, 503, 504) and attempt + 1 < self.retries:
+                    time.sleep(2 ** attempt)
+                    continue
+                raise LlmftError(f"judge endpoint {self.url}: HTTP {exc.code} {exc.reason}") from None
+            except (urllib.error.URLError, TimeoutError) as exc:
+                if attempt + 1 < self.retries:
+                    time.sleep(2 ** attempt)
+                    continue
+                reason = getattr(exc, "reason", exc)
+                raise LlmftError(f"judge endpoint {self.url} unreachable: {reason}") from None
+            except json.JSONDecodeError:
+                raise LlmftError(f"judge endpoint {self.url}: the reply is not JSON") from None
+        try:
+            return str(reply["choices"][0]["message"]["content"])
+        except (KeyError, IndexError, TypeError):
+            raise LlmftError(f"judge endpoint {self.url}: no choices[0].message.content in the reply") from None
