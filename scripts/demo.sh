@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# make demo: the main job on a fresh machine, a tiny model trained from scratch on CPU.
+# make demo: Re-Tuning's recursive addition on a tiny Llama trained from scratch on CPU, then its
+# accuracy by problem size (in and beyond the training range) and a plot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 start=$(date +%s)
-$BIN/llmft make-data sft --toy caesar --n 2000
-$BIN/llmft train recipes/sft-tiny.toml --overwrite
-$BIN/llmft eval --adapter runs/sft-tiny/final
+$BIN/llmft make-data retuning --task addition --format recursive --max-size 5 --n 20000 --no-resample --show 1
+$BIN/llmft train recipes/retuning-addition-tiny.toml --overwrite
+rm -rf runs/retuning-addition-tiny/eval
+$BIN/llmft eval --adapter runs/retuning-addition-tiny/final
+echo "plot: runs/retuning-addition-tiny/eval/final/accuracy_by_size.png"
 echo "demo finished in $(( $(date +%s) - start )) s"
