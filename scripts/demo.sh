@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 start=$(date +%s)
-$BIN/llmft make-data retuning --task addition --format recursive --max-size 5 --n 20000 --no-resample --show 1
+$BIN/llmft make-data retuning --task addition --format recursive --min-size 3 --max-size 5 --n 20000 --no-resample --show 1
 $BIN/llmft train recipes/retuning-addition-tiny.toml --overwrite
 rm -rf runs/retuning-addition-tiny/eval
 $BIN/llmft eval --adapter runs/retuning-addition-tiny/final

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 for format in recursive scratchpad baseline; do
-  $BIN/llmft make-data retuning --task addition --format "$format" --max-size 5 --n 20000 --no-resample
+  $BIN/llmft make-data retuning --task addition --format "$format" --min-size 3 --max-size 5 --n 20000 --no-resample
   $BIN/llmft train recipes/retuning-addition-tiny.toml --overwrite \
     "data.train=data/retuning/addition-$format/train.jsonl" "data.eval=data/retuning/addition-$format/eval.jsonl" \
     "retuning.format=$format" "train.output_dir=runs/retuning-addition-$format"
