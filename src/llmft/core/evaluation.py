@@ -58,6 +58,7 @@ def evaluate_folder(folder: str | Path, overrides: list[str], out: str | Path | 
 
 def metrics_table(rows: dict[str, dict]) -> str:
     """A plain-text table of the scalar metrics, one column per run."""
+    rows = {name: _flatten(metrics) for name, metrics in rows.items()}
     keys: list[str] = []
     for metrics in rows.values():
         for key, value in metrics.items():
@@ -74,3 +75,16 @@ def metrics_table(rows: dict[str, dict]) -> str:
             cells.append(f"{value:>{c}.4f}" if isinstance(value, float) else f"{value!s:>{c}}")
         lines.append(f"{key:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+def _flatten(metrics: dict) -> dict:
+    """Nested scalar metrics (e.g. accuracy by size) as `name[key]` rows."""
+    flat: dict = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                if isinstance(inner, (int, float)) and not isinstance(inner, bool):
+                    flat[f"{key}[{sub}]"] = inner
+        else:
+            flat[key] = value
+    return flat
