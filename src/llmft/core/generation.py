@@ -31,7 +31,7 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 
 class HFGenerator:
-    """transformers `generate` over batches of prompts: left padding, sorted by length, KV cache.
+    """transformers `generate` over batches of prompts: left padding, sorted by length, KV cache (static on CPU).
 
     Greedy when temperature is 0, sampling otherwise (seeded), beam search when num_beams > 1. Stop strings
     are handed to `generate` (its StopStringCriteria matches token suffixes, no re-decoding per step).
@@ -85,6 +85,11 @@ class HFGenerator:
                 kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
             if stop:
                 kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+            if device.type == "cpu" and num_beams == 1:
+                # A preallocated cache instead of one torch.cat per layer and step: 1.3x faster decoding at
+                # batch 64 on CPU (bench/generate.py). Not on GPUs: there transformers would torch.compile the
+                # forward for a static cache, recompiling for every new batch shape.
+                kwargs["cache_implementation"] = "static"
             with torch.inference_mode():
                 generated = self.model.generate(
                     input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True, **kwargs

@@ -87,19 +87,21 @@ def gold_answers(row: dict[str, Any]) -> list[str]:
     return list(row["answers"]["text"]) or [NO_ANSWER]
 
 
-def squad_messages(row: dict[str, Any], pause: str, multi_turn: bool) -> list[dict[str, str]]:
-    """The chat for one SQuAD row; the target is the first gold span (the reference trains on answers[0])."""
+def squad_messages(row: dict[str, Any], pause: str, multi_turn: bool,
+                   system_prompt: str = SYSTEM_PROMPT) -> list[dict[str, str]]:
+    """The chat for one SQuAD row; the target is the first gold span (the reference trains on answers[0]).
+    An empty system_prompt leaves out the system turn (the reference reads it from config.yaml)."""
     target = gold_answers(row)[0]
-    system = {"role": "system", "content": SYSTEM_PROMPT}
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     if not multi_turn:
         return [
-            system,
+            *system,
             {"role": "user", "content": single_turn_instruction(row["context"], row["question"])},
             {"role": "assistant", "content": assistant_answer(target, pause)},
         ]
     answerable = "yes" if row["answers"]["text"] else "no"
     return [
-        system,
+        *system,
         {"role": "user", "content": has_answer_instruction(row["context"], row["question"])},
         {"role": "assistant", "content": assistant_answer(answerable, pause)},
         {"role": "user", "content": span_instruction()},
@@ -107,11 +109,12 @@ def squad_messages(row: dict[str, Any], pause: str, multi_turn: bool) -> list[di
     ]
 
 
-def squad_record(row: dict[str, Any], pause: str, multi_turn: bool) -> dict[str, Any]:
+def squad_record(row: dict[str, Any], pause: str, multi_turn: bool,
+                 system_prompt: str = SYSTEM_PROMPT) -> dict[str, Any]:
     """One JSONL record: the chat, every gold answer (["?"] for none), id and whether it is unanswerable."""
     return {
         "id": str(row["id"]),
-        "messages": squad_messages(row, pause, multi_turn),
+        "messages": squad_messages(row, pause, multi_turn, system_prompt),
         "answers": gold_answers(row),
         "is_impossible": not row["answers"]["text"],
     }

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from llmft.core.errors import LlmftError
-from llmft.recipes.squad.data import SPLIT_SEED, pause_tokens
+from llmft.recipes.squad.data import SPLIT_SEED, SYSTEM_PROMPT, pause_tokens
 
 
 @dataclass
@@ -46,6 +46,9 @@ class SquadRecipe:
             click.Option(["--num-pause-tokens"], type=int, default=0, show_default=True,
                          help="Pause tokens <blah_0>.. before each JSON answer (set squad.num_pause_tokens "
                               "to the same)."),
+            click.Option(["--system-prompt"], default=SYSTEM_PROMPT, metavar="TEXT",
+                         help="The system turn (default: the reference's, from its config.yaml); '' leaves it "
+                              "out, which shortens every prompt (recipes/squad-tiny.toml)."),
             click.Option(["--multi-turn"], is_flag=True,
                          help="Two turns: 'is the answer in the context?' then the span."),
             click.Option(["--train-n"], type=int, default=0, metavar="N", help="Random N training rows (0: all)."),
@@ -73,11 +76,14 @@ class SquadRecipe:
         splits["train"] = subset(splits["train"], options.get("train_n", 0), rng)
         if "test" in splits:
             splits["test"] = subset(splits["test"], options.get("eval_n", 0), rng)
+        system = options.get("system_prompt", SYSTEM_PROMPT)
         variant = ("synthetic" if synthetic else "squad_v2") + (f"-pause{k}" if k else "") + \
-            ("-multiturn" if multi_turn else "")
+            ("-multiturn" if multi_turn else "") + \
+            ("" if system == SYSTEM_PROMPT else "-system" if system else "-nosystem")
         folder = out or Path("data") / "squad" / variant
         pause = "".join(pause_tokens(k))
-        paths = {split: write_jsonl(folder / f"{split}.jsonl", [squad_record(r, pause, multi_turn) for r in rows])
+        paths = {split: write_jsonl(folder / f"{split}.jsonl",
+                                    [squad_record(r, pause, multi_turn, system) for r in rows])
                  for split, rows in splits.items()}
         paths["eval"] = paths.pop("test", paths["val"])
         return paths

@@ -168,24 +168,26 @@ MAKE_UP = (
 TWIST = (
     "But then, something unexpected happened. The {noun} began to glow and turned into {a_surprise}!",
     "To everyone's surprise, the {noun} was really {a_surprise}.",
-    "To {name}'s surprise, {friend} had hidden a gift inside the {noun} all along.",
+    "To {name}'s surprise, {friend} had hidden {a_surprise} inside the {noun} all along.",
     "It turned out that the {noun} belonged to {a_surprise}.",
     "The {noun} was not really a normal {noun}. It was {a_surprise} in disguise!",
     "In a surprising turn, the {noun} opened and {a_surprise} jumped out.",
 )
+# Endings speak of {thing}: the toy, or after a twist what it turned out to be, so the end of a story
+# still shows its twist (the probes read the last tokens of the story).
 HAPPY_ENDING = (
-    "In the end, {name} and {friend} played with the {noun} all day. They were very happy.",
-    "{name} smiled and went home with the {noun}.",
-    "They all had a wonderful day at the {place}.",
-    "From then on, {name} and {friend} were the best of friends.",
-    "That night, {name} went to bed with a big smile.",
+    "In the end, {name} and {friend} played with the {thing} all day. They were very happy.",
+    "{name} smiled and went home with the {thing}.",
+    "They all had a wonderful day with the {thing} at the {place}.",
+    "From then on, {name} and {friend} took the {thing} everywhere.",
+    "That night, {name} went to bed thinking about the {thing}.",
 )
 BAD_ENDING = (
-    "The {noun} fell into the pond and floated away. {name} never saw it again.",
-    "Then the {noun} broke into many pieces and could not be fixed. {name} was very sad.",
-    "A strong wind took the {noun} far away, and it was lost forever.",
-    "{friend} went home and never came back to the {place}. {name} was left all alone.",
-    "In the end, nobody could find the {noun}, and {name} cried and cried.",
+    "The {thing} fell into the pond and floated away. {name} never saw it again.",
+    "Then the {thing} slipped away and could not be found. {name} was very sad.",
+    "A strong wind took the {thing} far away, and it was lost forever.",
+    "{friend} took the {thing} home and never came back. {name} was left all alone.",
+    "In the end, nobody could find the {thing}, and {name} cried and cried.",
 )
 MORAL = (
     "{name} learned that it is important to {moral}.",
@@ -219,6 +221,7 @@ def generate_story(rng: random.Random, features: list[str]) -> Story:
         "his": "her" if she else "his",
     }
     has = set(features)
+    slots["thing"] = surprise if "Twist" in has else noun
     parts = [INTRO, LIKES, FINDS]
     if "Foreshadowing" in has:
         parts.append(FORESHADOWING)
@@ -238,23 +241,17 @@ def generate_story(rng: random.Random, features: list[str]) -> Story:
     story = " ".join(s[0].upper() + s[1:] for s in sentences)
     return {
         "story": story,
-        "summary": _summary(slots, has),
+        "summary": _summary(slots),
         "words": [verb, noun, adj],
         "features": [f for f in FEATURES if f in has],
     }
 
 
-def _summary(slots: dict[str, str], has: set[str]) -> str:
-    text = f"{slots['a_adj'].capitalize()} {slots['kind']} named {slots['name']} and {slots['his']} friend " \
-           f"{slots['friend']} have an adventure with {slots['a_noun']}"
-    if "Conflict" in has:
-        text += ", but they fight over it"
-    if "Twist" in has:
-        text += ", and something surprising happens"
-    text += f", and in the end {slots['name']} loses it." if "BadEnding" in has else ", and it ends happily."
-    if "MoralValue" in has:
-        text += f" {slots['name']} learns to {slots['moral']}."
-    return text
+def _summary(slots: dict[str, str]) -> str:
+    # Names no feature: the generation score's prompts (the adversarial set) request the feature in the
+    # Features line only, so a summary that gave it away would be a second, contradicting request.
+    return f"{slots['a_adj'].capitalize()} {slots['kind']} named {slots['name']} and {slots['his']} friend " \
+           f"{slots['friend']} have an adventure with {slots['a_noun']}."
 
 
 def _article(phrase: str) -> str:
