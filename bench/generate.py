@@ -2,8 +2,8 @@
 `model.generate` loop, same model, prompts and greedy settings; outputs must be identical.
 
 The model is the benchmark's ~5.9M Llama (random init: every completion runs to max_new_tokens unless it
-happens to emit EOS); the prompts are 64 of the workload's prompts (median ~35 tokens, skewed). Tokens/s counts
-generated tokens up to EOS.
+happens to emit EOS); the prompts are 64 of the workload's prompts (median ~35 tokens, skewed). Tokens/s
+counts generated tokens up to EOS.
 
     flock /tmp/llmft-cpu.lock .venv/bin/python bench/generate.py [--device cuda]
 """
@@ -47,7 +47,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="llmft-bench-") as tmp:
         paths = workload.build_workload(Path(tmp), 0, args.prompts)
         tokenizer = AutoTokenizer.from_pretrained(paths["model"])
-        model = AutoModelForCausalLM.from_pretrained(paths["model"], dtype=getattr(torch, dtype)).to(args.device)
+        model = AutoModelForCausalLM.from_pretrained(paths["model"], dtype=getattr(torch, dtype))
+        model.to(args.device)
         prompts = [json.loads(line)["prompt"] for line in paths["eval"].read_text().splitlines()]
 
     seconds, (reference, tokens) = _timed(lambda: sequential(model, tokenizer, prompts, args.max_new_tokens),
@@ -65,9 +66,11 @@ def main() -> None:
         at[batch] = tokens / seconds / base
         rows.append([f"llmft HFGenerator, batch {batch}", batch, tokens / seconds, at[batch],
                      f"{same}/{len(prompts)} identical"])
-    print(f"device: {workload.device_name(args.device)}; threads {args.threads}; {dtype}; {len(prompts)} prompts, "
+    print(f"device: {workload.device_name(args.device)}; threads {args.threads}; {dtype}; "
+          f"{len(prompts)} prompts, "
           f"greedy, max_new_tokens {args.max_new_tokens}; {tokens:,} tokens generated")
-    workload.print_table(f"Generation ({args.device})", ["decoder", "batch", "tok/s", "vs loop", "outputs"], rows)
+    workload.print_table(f"Generation ({args.device})", ["decoder", "batch", "tok/s", "vs loop", "outputs"],
+                         rows)
     top = max(at)
     workload.write_summary(args.json, {
         "device": args.device, "loop_tok_s": base, "ratios": at, "identical": identical_all,

@@ -18,6 +18,7 @@ import workload
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["train_throughput.py", "machine_limit.py", "generate.py", "retuning_engine.py"]
+OPTIONAL = {"retuning_engine.py"}
 
 
 def main() -> None:
@@ -38,15 +39,22 @@ def main() -> None:
             started = time.perf_counter()
             code = subprocess.call(command)
             seconds = time.perf_counter() - started
-            under = seconds < 300
-            rows.append([name, "runtime s", f"{seconds:.0f}", "< 300", under if code == 0 else False])
             if code != 0:
-                failed = True
-                rows.append([name, "exit code", str(code), "0", False])
-            elif summary.exists():
-                rows += [[name, *row] for row in json.loads(summary.read_text()).get("rows", [])]
+                # retuning_engine.py needs the demo's trained run folder (`make demo`); without it, a skip.
+                failed |= name not in OPTIONAL
+                rows.append([name, "exit code", str(code), "0", "skipped" if name in OPTIONAL else False])
+                continue
+            rows.append([name, "runtime s", f"{seconds:.0f}", "< 300", seconds < 300])
+            if summary.exists():
+                data = json.loads(summary.read_text())
+                if isinstance(data.get("rows"), list):
+                    rows += [[name, *row] for row in data["rows"]]
+                else:  # a script with its own JSON layout: its scalar figures, no target
+                    rows += [[name, key, f"{value:.3g}", "", "-"] for key, value in data.items()
+                             if isinstance(value, (int, float)) and not isinstance(value, bool)]
     print(f"\ndevice: {workload.device_name(args.device)}; {time.strftime('%Y-%m-%d')}\n")
-    workload.print_table(f"llmft benchmarks ({args.device})", ["script", "figure", "value", "target", "met"], rows)
+    header = ["script", "figure", "value", "target", "met"]
+    workload.print_table(f"llmft benchmarks ({args.device})", header, rows)
     sys.exit(1 if failed else 0)  # a missed target is a finding, not a failure
 
 

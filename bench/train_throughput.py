@@ -1,18 +1,18 @@
 """Training throughput, llmft vs plain TRL, on the same data, tokenizer, initial weights and optimizer steps.
 
 A = `llmft.core.trainer.train` configured as the recipes do (packing = "rows", pack_length 512, bf16 "auto").
-B = TRL `SFTTrainer` with its defaults for prompt/completion data (completion-only loss, padded random batches,
-    bf16, gradient checkpointing), the same learning rate, schedule (linear, no warmup) and clipping.
+B = TRL `SFTTrainer` with its defaults for prompt/completion data (completion-only loss, padded random
+    batches, bf16, gradient checkpointing), the same learning rate, schedule (linear, no warmup) and clipping.
 
 Effective batch: B takes `batch` examples per optimizer step, A takes `rows` packed rows per step (about as
 many examples). The script picks the number of training examples E (at most --examples), `rows`, and `batch`
 (within 25% of --batch) so that both runs make the same number of optimizer steps, ceil(E / batch) =
 ceil(packed rows / rows), and see each of the E examples exactly once (one epoch each; each run's last step
-may be smaller); the table shows both counts. Each run is its own subprocess (peak RSS = the child's own ru_maxrss, taken right
-after training), timed A B A B in one invocation. Real tokens/s = non-padding tokens trained / training-loop
-seconds (model loading and tokenisation excluded for both; the child's whole wall time is shown too). "final
-loss" is the mean of the last 10 step losses; "held-out loss" is the completion loss of the trained model on
-128 unseen examples, in fp32, computed by the same function for both.
+may be smaller); the table shows both counts. Each run is its own subprocess (peak RSS = the child's own
+ru_maxrss, taken right after training), timed A B A B in one invocation. Real tokens/s = non-padding tokens
+trained / training-loop seconds (model loading and tokenisation excluded for both; the child's whole wall
+time is shown too). "final loss" is the mean of the last 10 step losses; "held-out loss" is the completion
+loss of the trained model on 128 unseen examples, in fp32, computed by the same function for both.
 
     flock /tmp/llmft-cpu.lock .venv/bin/python bench/train_throughput.py [--device cuda]
 """
@@ -49,6 +49,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--repeats", type=int, default=2, help="A B pairs")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--trl-no-checkpointing",
+        action="store_true",
+        help="turn off TRL's default gradient checkpointing in B (to see its share of the gap)",
+    )
     parser.add_argument("--json", default="", help="write the headline figures here")
     parser.add_argument("--child", choices=["A", "B"], help=argparse.SUPPRESS)
     parser.add_argument("--plan", default="", help=argparse.SUPPRESS)
@@ -71,8 +76,8 @@ def main() -> None:
 
 
 def make_plan(paths: dict[str, Path], args: argparse.Namespace) -> dict[str, Any]:
-    """The largest E <= --examples, A's rows per step and B's batch (within 25% of --batch) such that both make
-    the same number of optimizer steps in one epoch over the same E examples."""
+    """The largest E <= --examples, A's rows per step and B's batch (within 25% of --batch) such that both
+    make the same number of optimizer steps in one epoch over the same E examples."""
     from transformers import AutoTokenizer
 
     from llmft.core.data import pack_rows, tokenize_record
@@ -94,12 +99,21 @@ def make_plan(paths: dict[str, Path], args: argparse.Namespace) -> dict[str, Any
             workload.write_jsonl(paths["train"], records[:count])
             lengths = sorted(len(e) for e in subset)
             return {
-                "paths": {k: str(v) for k, v in paths.items()}, "device": args.device, "lr": args.lr,
-                "threads": args.threads, "batch": batch, "examples": count, "steps": steps,
-                "rows": len(rows), "rows_per_step": rows_per_step,
+                "paths": {k: str(v) for k, v in paths.items()},
+                "device": args.device,
+                "lr": args.lr,
+                "threads": args.threads,
+                "batch": batch,
+                "trl_checkpointing": not args.trl_no_checkpointing,
+                "examples": count,
+                "steps": steps,
+                "rows": len(rows),
+                "rows_per_step": rows_per_step,
                 "row_examples": [row.examples for row in rows],
-                "real_tokens": sum(lengths), "median_len": statistics.median(lengths),
-                "min_len": lengths[0], "max_len": lengths[-1],
+                "real_tokens": sum(lengths),
+                "median_len": statistics.median(lengths),
+                "min_len": lengths[0],
+                "max_len": lengths[-1],
             }
     raise SystemExit("no example count gives A and B the same number of steps; change --examples or --batch")
 
@@ -108,11 +122,16 @@ def run_child(who: str, repeat: int, plan: dict[str, Any], folder: Path) -> dict
     out = folder / f"result-{who}{repeat}.json"
     log = folder / f"log-{who}{repeat}.txt"
     plan_file = folder / f"plan-{who}{repeat}.json"
-    plan_file.write_text(json.dumps({**plan, "out": str(out), "output_dir": str(folder / f"run-{who}{repeat}")}))
+    plan_file.write_text(
+        json.dumps({**plan, "out": str(out), "output_dir": str(folder / f"run-{who}{repeat}")})
+    )
     started = time.perf_counter()
     with log.open("w") as handle:
-        code = subprocess.call([sys.executable, __file__, "--child", who, "--plan", str(plan_file)],
-                               stdout=handle, stderr=subprocess.STDOUT)
+        code = subprocess.call(
+            [sys.executable, __file__, "--child", who, "--plan", str(plan_file)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     if code != 0:
         sys.stdout.write(log.read_text()[-4000:])
         raise SystemExit(f"run {who}{repeat} failed with exit code {code}")
@@ -131,23 +150,39 @@ def run_llmft(plan: dict[str, Any]) -> dict[str, Any]:
     from llmft.core.trainer import train
 
     paths = plan["paths"]
-    config = config_from_dict({
-        "recipe": "sft",
-        "model": {"name": paths["model"], "tokenizer_name": paths["tokenizer"]},
-        "adapter": {"method": "full"},
-        "data": {"train": paths["train"], "packing": "rows", "pack_length": PACK_LENGTH},
-        "train": {"output_dir": plan["output_dir"], "max_steps": plan["steps"], "batch_size": plan["rows_per_step"],
-                  "learning_rate": plan["lr"], "lr_scheduler": "linear", "bf16": "auto",
-                  "threads": plan["threads"] if plan["device"] == "cpu" else 0, "logging_steps": 10},
-    }, source="bench")
+    config = config_from_dict(
+        {
+            "recipe": "sft",
+            "model": {"name": paths["model"], "tokenizer_name": paths["tokenizer"]},
+            "adapter": {"method": "full"},
+            "data": {"train": paths["train"], "packing": "rows", "pack_length": PACK_LENGTH},
+            "train": {
+                "output_dir": plan["output_dir"],
+                "max_steps": plan["steps"],
+                "batch_size": plan["rows_per_step"],
+                "learning_rate": plan["lr"],
+                "lr_scheduler": "linear",
+                "bf16": "auto",
+                "threads": plan["threads"] if plan["device"] == "cpu" else 0,
+                "logging_steps": 10,
+            },
+        },
+        source="bench",
+    )
     result = train(config, progress=False)
     peak = _peak_memory()
     examples = sum(plan["row_examples"][i] for i in result.trained_on)
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(result.output_dir / "final", dtype="float32")
-    return {"tokens_per_s": result.tokens_per_second, "losses": result.losses, "steps": result.steps,
-            "examples_seen": examples, "held_out_loss": held_out_loss(model, plan), **peak}
+    return {
+        "tokens_per_s": result.tokens_per_second,
+        "losses": result.losses,
+        "steps": result.steps,
+        "examples_seen": examples,
+        "held_out_loss": held_out_loss(model, plan),
+        **peak,
+    }
 
 
 def run_trl(plan: dict[str, Any]) -> dict[str, Any]:
@@ -162,12 +197,22 @@ def run_trl(plan: dict[str, Any]) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(paths["tokenizer"])
     records = [json.loads(line) for line in Path(paths["train"]).read_text().splitlines()]
     args = SFTConfig(
-        output_dir=plan["output_dir"], per_device_train_batch_size=plan["batch"], num_train_epochs=1,
-        learning_rate=plan["lr"], lr_scheduler_type="linear", logging_steps=1, save_strategy="no",
-        report_to="none", seed=0, disable_tqdm=True, use_cpu=plan["device"] == "cpu",
+        output_dir=plan["output_dir"],
+        per_device_train_batch_size=plan["batch"],
+        num_train_epochs=1,
+        learning_rate=plan["lr"],
+        lr_scheduler_type="linear",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        disable_tqdm=True,
+        use_cpu=plan["device"] == "cpu",
+        gradient_checkpointing=plan["trl_checkpointing"],
     )
-    trainer = SFTTrainer(model=paths["model"], args=args, train_dataset=Dataset.from_list(records),
-                         processing_class=tokenizer)
+    trainer = SFTTrainer(
+        model=paths["model"], args=args, train_dataset=Dataset.from_list(records), processing_class=tokenizer
+    )
     _check_same_tokens(trainer.train_dataset, records, tokenizer)
     real_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     started = time.perf_counter()
@@ -175,8 +220,14 @@ def run_trl(plan: dict[str, Any]) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     peak = _peak_memory()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"tokens_per_s": real_tokens / elapsed, "losses": losses, "steps": trainer.state.global_step,
-            "examples_seen": len(records), "held_out_loss": held_out_loss(trainer.model.float(), plan), **peak}
+    return {
+        "tokens_per_s": real_tokens / elapsed,
+        "losses": losses,
+        "steps": trainer.state.global_step,
+        "examples_seen": len(records),
+        "held_out_loss": held_out_loss(trainer.model.float(), plan),
+        **peak,
+    }
 
 
 def _check_same_tokens(dataset: Any, records: list[dict], tokenizer: Any) -> None:
@@ -228,9 +279,20 @@ def report(runs: list[dict[str, Any]], plan: dict[str, Any], args: argparse.Name
     def final(run: dict[str, Any]) -> float:
         return statistics.mean(run["losses"][-10:])
 
-    rows = [[f"{r['who']}{r['repeat'] + 1}", "llmft" if r["who"] == "A" else "TRL SFTTrainer", r["tokens_per_s"],
-             r["steps"], r["examples_seen"], r["peak_rss_mb"], final(r), r["held_out_loss"], r["process_s"]]
-            for r in runs]
+    rows = [
+        [
+            f"{r['who']}{r['repeat'] + 1}",
+            "llmft" if r["who"] == "A" else "TRL SFTTrainer",
+            r["tokens_per_s"],
+            r["steps"],
+            r["examples_seen"],
+            r["peak_rss_mb"],
+            final(r),
+            r["held_out_loss"],
+            r["process_s"],
+        ]
+        for r in runs
+    ]
     by = {who: [r for r in runs if r["who"] == who] for who in ("A", "B")}
     speed = {who: statistics.mean(r["tokens_per_s"] for r in group) for who, group in by.items()}
     rss = {who: max(r["peak_rss_mb"] for r in group) for who, group in by.items()}
@@ -241,35 +303,70 @@ def report(runs: list[dict[str, Any]], plan: dict[str, Any], args: argparse.Name
     held_gap = abs(held["A"] - held["B"]) / held["B"]
     same_work = all(r["steps"] == plan["steps"] and r["examples_seen"] == plan["examples"] for r in runs)
     print()
-    print(f"device: {workload.device_name(args.device)}; threads {args.threads}; {plan['examples']} examples "
-          f"(median {plan['median_len']:.0f} tokens, {plan['min_len']}-{plan['max_len']}, {plan['real_tokens']:,} "
-          f"real tokens); B: batch {plan['batch']}; A: {plan['rows_per_step']} packed rows of <= {PACK_LENGTH} "
-          f"tokens per step ({plan['rows']} rows); {plan['steps']} optimizer steps each; lr {plan['lr']}")
+    print(
+        f"device: {workload.device_name(args.device)}; threads {args.threads}; {plan['examples']} examples "
+        f"(median {plan['median_len']:.0f} tokens, {plan['min_len']}-{plan['max_len']}, "
+        f"{plan['real_tokens']:,} real tokens); B: batch {plan['batch']}, gradient checkpointing "
+        f"{'on (TRL default)' if plan['trl_checkpointing'] else 'off'}; "
+        f"A: {plan['rows_per_step']} packed rows of <= {PACK_LENGTH} tokens per step ({plan['rows']} rows); "
+        f"{plan['steps']} optimizer steps each; lr {plan['lr']}"
+    )
     workload.print_table(
         f"Training throughput ({args.device})",
-        ["run", "trainer", "real tok/s", "steps", "examples", "peak RSS MB", "final loss", "held-out loss",
-         "process s"], rows)
+        [
+            "run",
+            "trainer",
+            "real tok/s",
+            "steps",
+            "examples",
+            "peak RSS MB",
+            "final loss",
+            "held-out loss",
+            "process s",
+        ],
+        rows,
+    )
     print()
     summary = [
         ["real tok/s A / B (mean of runs)", f"{speed['A']:,.0f} / {speed['B']:,.0f}", "", True],
         ["A/B real-token throughput", f"{ratio:.2f}x", ">= 2.0", ratio >= 2.0],
-        ["final loss A / B (mean of last 10 steps)", f"{loss['A']:.4f} / {loss['B']:.4f} ({loss_gap:.1%})",
-         "within 5%", loss_gap <= 0.05],
-        ["held-out loss A / B", f"{held['A']:.4f} / {held['B']:.4f} ({held_gap:.1%})", "within 5%",
-         held_gap <= 0.05],
+        [
+            "final loss A / B (mean of last 10 steps)",
+            f"{loss['A']:.4f} / {loss['B']:.4f} ({loss_gap:.1%})",
+            "within 5%",
+            loss_gap <= 0.05,
+        ],
+        [
+            "held-out loss A / B",
+            f"{held['A']:.4f} / {held['B']:.4f} ({held_gap:.1%})",
+            "within 5%",
+            held_gap <= 0.05,
+        ],
         ["peak RSS A / B (MB)", f"{rss['A']:,.0f} / {rss['B']:,.0f}", "A <= B", rss["A"] <= rss["B"]],
         ["same steps and examples", same_work, "yes", same_work],
     ]
     workload.print_table("Training: llmft (A) vs TRL (B)", ["figure", "value", "target", "met"], summary)
-    workload.write_summary(args.json, {
-        "device": args.device, "llmft_tok_s": speed["A"], "trl_tok_s": speed["B"], "ratio": ratio,
-        "final_loss_A": loss["A"], "final_loss_B": loss["B"], "held_out_A": held["A"], "held_out_B": held["B"],
-        "rss_A_mb": rss["A"], "rss_B_mb": rss["B"],
-        "rows": [["train A/B tok/s ratio", f"{ratio:.2f}", ">= 2.0", ratio >= 2.0],
-                 ["train final-loss gap", f"{loss_gap:.1%}", "<= 5%", loss_gap <= 0.05],
-                 ["train held-out-loss gap", f"{held_gap:.1%}", "<= 5%", held_gap <= 0.05],
-                 ["train peak RSS A/B MB", f"{rss['A']:,.0f}/{rss['B']:,.0f}", "A <= B", rss["A"] <= rss["B"]]],
-    })
+    workload.write_summary(
+        args.json,
+        {
+            "device": args.device,
+            "llmft_tok_s": speed["A"],
+            "trl_tok_s": speed["B"],
+            "ratio": ratio,
+            "final_loss_A": loss["A"],
+            "final_loss_B": loss["B"],
+            "held_out_A": held["A"],
+            "held_out_B": held["B"],
+            "rss_A_mb": rss["A"],
+            "rss_B_mb": rss["B"],
+            "rows": [
+                ["train A/B tok/s ratio", f"{ratio:.2f}", ">= 2.0", ratio >= 2.0],
+                ["train final-loss gap", f"{loss_gap:.1%}", "<= 5%", loss_gap <= 0.05],
+                ["train held-out-loss gap", f"{held_gap:.1%}", "<= 5%", held_gap <= 0.05],
+                ["train peak RSS A/B MB", f"{rss['A']:,.0f}/{rss['B']:,.0f}", "A <= B", rss["A"] <= rss["B"]],
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":

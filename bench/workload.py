@@ -24,7 +24,9 @@ def pseudo_words(rng: random.Random, n: int = 600) -> list[str]:
     words: set[str] = set()
     while len(words) < n:
         syllables = rng.randint(1, 3)
-        words.add("".join(rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas) for _ in range(syllables)))
+        words.add(
+            "".join(rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas) for _ in range(syllables))
+        )
     return sorted(words)
 
 
@@ -59,15 +61,26 @@ def build_workload(folder: Path, n_train: int, n_eval: int, seed: int = 0) -> di
 
     records = make_records(n_train + n_eval, seed)
     train, held_out = records[:n_train], records[n_train:]
-    paths = {"train": write_jsonl(folder / "train.jsonl", train), "eval": write_jsonl(folder / "eval.jsonl", held_out),
-             "tokenizer": folder / "tokenizer", "model": folder / "model"}
+    paths = {
+        "train": write_jsonl(folder / "train.jsonl", train),
+        "eval": write_jsonl(folder / "eval.jsonl", held_out),
+        "tokenizer": folder / "tokenizer",
+        "model": folder / "model",
+    }
     tokenizer = train_tokenizer([t for r in records for t in (r["prompt"], r["completion"])], "bpe", VOCAB)
     tokenizer.save_pretrained(paths["tokenizer"])
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=FFN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=HEADS,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(paths["model"])
@@ -86,7 +99,9 @@ def machine() -> str:
     name = platform.processor() or "unknown CPU"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+        name = next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
+        )
     except (OSError, subprocess.CalledProcessError, StopIteration):
         pass
     return f"{name}, {os.cpu_count()} cores"
@@ -102,6 +117,7 @@ def device_name(device: str) -> str:
 
 def print_table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table (so RESULTS.md can take it as printed); returns the text."""
+
     def cell(value: Any) -> str:
         if isinstance(value, bool):
             return "yes" if value else "NO"

@@ -28,6 +28,35 @@ def test_batched_greedy_equals_one_at_a_time(generator):
     assert all(len(generator.tokenizer(o, add_special_tokens=False)["input_ids"]) <= 10 for o in batched)
 
 
+def test_batched_greedy_equals_a_plain_generate_loop(generator):
+    """The CPU static KV cache changes nothing: same text as one default (dynamic-cache) generate per prompt."""
+    from llmft.core.data import encode_prompt
+
+    tokenizer, eos = generator.tokenizer, generator.tokenizer.eos_token_id
+    plain = []
+    for prompt in PROMPTS:
+        ids = torch.tensor([encode_prompt(tokenizer, prompt)])
+        new = generator.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
+                                       do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                       eos_token_id=eos)[0, ids.shape[1]:].tolist()
+        plain.append(tokenizer.decode(new[:new.index(eos)] if eos in new else new))
+    assert generator.generate(PROMPTS, max_new_tokens=10) == plain
+
+
+def test_cpu_decoding_uses_a_static_cache_except_for_beams(generator, monkeypatch):
+    seen = []
+    real = generator.model.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs.get("cache_implementation"))
+        return real(**kwargs)
+
+    monkeypatch.setattr(generator.model, "generate", spy)
+    generator.generate(PROMPTS[:2], max_new_tokens=3)
+    generator.generate(PROMPTS[:2], max_new_tokens=3, num_beams=2)
+    assert seen == ["static", None]
+
+
 def test_sampling_is_seeded_and_beams_run(generator):
     a = generator.generate(PROMPTS, max_new_tokens=8, temperature=1.0, seed=3)
     b = generator.generate(PROMPTS, max_new_tokens=8, temperature=1.0, seed=3)
