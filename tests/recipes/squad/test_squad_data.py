@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +67,29 @@ def test_multi_turn_record_asks_whether_then_what():
     assert messages[3]["content"].startswith("If the question has an answer in the context, extract the minimal")
     assert messages[4]["content"] == '<blah_0>\n```json\n{\n  "answer": "?"\n}\n```'
     assert squad_record(ROW, "", multi_turn=True)["messages"][2]["content"].endswith('"answer": "yes"\n}\n```')
+
+
+def test_system_turn_and_instruction_can_be_left_out():
+    """--system-prompt '' drops the system turn; --no-instruction keeps only the prompt's last two lines."""
+    custom = squad_record(ROW, "", multi_turn=False, system_prompt="Be brief.")["messages"]
+    assert custom[0] == {"role": "system", "content": "Be brief."}
+    messages = squad_record(ROW, "", multi_turn=False, system_prompt="", instruction=False)["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[0]["content"] == (
+        "Context: Beyonc\u00e9 rose to fame in the late 1990s.\nQuestion: When did Beyonce start becoming popular?")
+    assert messages[1] == squad_record(ROW, "", multi_turn=False)["messages"][2]
+    assert squad_record(ROW, "", True, system_prompt="")["messages"][0]["role"] == "user"
+    with pytest.raises(LlmftError, match="--no-instruction is for single-turn data"):
+        squad_record(ROW, "", multi_turn=True, instruction=False)
+
+
+def test_make_data_names_the_short_prompt_variant(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = SquadRecipe().make_data(None, 0, synthetic=20, system_prompt="", no_instruction=True)
+    assert paths["train"] == Path("data/squad/synthetic-nosystem-noinstruction/train.jsonl")
+    assert read_jsonl(paths["train"])[0]["messages"][0]["content"].startswith("Context: ")
+    with pytest.raises(LlmftError, match="--no-instruction is for single-turn data"):
+        SquadRecipe().make_data(None, 0, synthetic=20, no_instruction=True, multi_turn=True)
 
 
 def test_pause_tokens_are_distinct():

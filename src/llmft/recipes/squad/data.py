@@ -31,6 +31,11 @@ SYSTEM_PROMPT = (
 JSON_FORMAT = '```json\n{\n  "answer": ...\n}\n```'
 
 
+def context_and_question(context: str, question: str) -> str:
+    """How every single-turn prompt ends; alone, the user turn of `make-data --no-instruction`."""
+    return f"Context: {context}\nQuestion: {question}"
+
+
 def single_turn_instruction(context: str, question: str) -> str:
     """The user turn of the single-turn prompt."""
     return (
@@ -38,8 +43,7 @@ def single_turn_instruction(context: str, question: str) -> str:
         "Think step by step and explain your reasoning. Then give the answer in JSON format as follows:\n"
         f"{JSON_FORMAT}\n"
         f'If the answer is not in the context, the answer should be "{NO_ANSWER}".\n'
-        f"Context: {context}\n"
-        f"Question: {question}"
+        + context_and_question(context, question)
     )
 
 
@@ -87,18 +91,24 @@ def gold_answers(row: dict[str, Any]) -> list[str]:
     return list(row["answers"]["text"]) or [NO_ANSWER]
 
 
-def squad_messages(row: dict[str, Any], pause: str, multi_turn: bool,
-                   system_prompt: str = SYSTEM_PROMPT) -> list[dict[str, str]]:
+def squad_messages(row: dict[str, Any], pause: str, multi_turn: bool, system_prompt: str = SYSTEM_PROMPT,
+                   instruction: bool = True) -> list[dict[str, str]]:
     """The chat for one SQuAD row; the target is the first gold span (the reference trains on answers[0]).
-    An empty system_prompt leaves out the system turn (the reference reads it from config.yaml)."""
+
+    An empty system_prompt leaves out the system turn (the reference reads it from config.yaml);
+    instruction=False (single turn only) leaves just "Context: ...\nQuestion: ..." in the user turn.
+    """
     target = gold_answers(row)[0]
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     if not multi_turn:
+        ask = single_turn_instruction if instruction else context_and_question
         return [
             *system,
-            {"role": "user", "content": single_turn_instruction(row["context"], row["question"])},
+            {"role": "user", "content": ask(row["context"], row["question"])},
             {"role": "assistant", "content": assistant_answer(target, pause)},
         ]
+    if not instruction:
+        raise LlmftError("--no-instruction is for single-turn data: the multi-turn prompts are instructions")
     answerable = "yes" if row["answers"]["text"] else "no"
     return [
         *system,
@@ -109,12 +119,12 @@ def squad_messages(row: dict[str, Any], pause: str, multi_turn: bool,
     ]
 
 
-def squad_record(row: dict[str, Any], pause: str, multi_turn: bool,
-                 system_prompt: str = SYSTEM_PROMPT) -> dict[str, Any]:
+def squad_record(row: dict[str, Any], pause: str, multi_turn: bool, system_prompt: str = SYSTEM_PROMPT,
+                 instruction: bool = True) -> dict[str, Any]:
     """One JSONL record: the chat, every gold answer (["?"] for none), id and whether it is unanswerable."""
     return {
         "id": str(row["id"]),
-        "messages": squad_messages(row, pause, multi_turn, system_prompt),
+        "messages": squad_messages(row, pause, multi_turn, system_prompt, instruction),
         "answers": gold_answers(row),
         "is_impossible": not row["answers"]["text"],
     }

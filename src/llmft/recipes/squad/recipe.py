@@ -48,7 +48,11 @@ class SquadRecipe:
                               "to the same)."),
             click.Option(["--system-prompt"], default=SYSTEM_PROMPT, metavar="TEXT",
                          help="The system turn (default: the reference's, from its config.yaml); '' leaves it "
-                              "out, which shortens every prompt (recipes/squad-tiny.toml)."),
+                              "out."),
+            click.Option(["--no-instruction"], is_flag=True,
+                         help="User turn = 'Context: ...\\nQuestion: ...' alone, without the reference's "
+                              "instruction: short prompts a tiny model from scratch can learn on a CPU "
+                              "(recipes/squad-tiny.toml). Single turn only."),
             click.Option(["--multi-turn"], is_flag=True,
                          help="Two turns: 'is the answer in the context?' then the span."),
             click.Option(["--train-n"], type=int, default=0, metavar="N", help="Random N training rows (0: all)."),
@@ -76,14 +80,17 @@ class SquadRecipe:
         splits["train"] = subset(splits["train"], options.get("train_n", 0), rng)
         if "test" in splits:
             splits["test"] = subset(splits["test"], options.get("eval_n", 0), rng)
-        system = options.get("system_prompt", SYSTEM_PROMPT)
+        system, instruction = options.get("system_prompt", SYSTEM_PROMPT), not options.get("no_instruction", False)
+        if multi_turn and not instruction:
+            raise LlmftError("--no-instruction is for single-turn data: the multi-turn prompts are instructions")
         variant = ("synthetic" if synthetic else "squad_v2") + (f"-pause{k}" if k else "") + \
             ("-multiturn" if multi_turn else "") + \
-            ("" if system == SYSTEM_PROMPT else "-system" if system else "-nosystem")
+            ("" if system == SYSTEM_PROMPT else "-system" if system else "-nosystem") + \
+            ("" if instruction else "-noinstruction")
         folder = out or Path("data") / "squad" / variant
         pause = "".join(pause_tokens(k))
         paths = {split: write_jsonl(folder / f"{split}.jsonl",
-                                    [squad_record(r, pause, multi_turn, system) for r in rows])
+                                    [squad_record(r, pause, multi_turn, system, instruction) for r in rows])
                  for split, rows in splits.items()}
         paths["eval"] = paths.pop("test", paths["val"])
         return paths

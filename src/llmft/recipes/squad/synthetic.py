@@ -80,9 +80,9 @@ def synthetic_row(rng: random.Random, row_id: str) -> dict[str, Any]:
         if rng.random() < 0.5:
             # A left-out sentence may share its answer with a shown one (a town's founder is named twice).
             left_out = [f for i, f in enumerate(facts) if i not in shown and f.answers[0] not in context]
-            question = rng.choice(left_out).question if left_out else _stranger_question(rng, kind, name)
+            question = rng.choice(left_out).question if left_out else _stranger_question(rng, kind, context, shown)
         else:
-            question = _stranger_question(rng, kind, name)
+            question = _stranger_question(rng, kind, context, shown)
         answers: tuple[str, ...] = ()
     else:
         fact = facts[rng.choice(shown)]
@@ -96,13 +96,15 @@ def synthetic_row(rng: random.Random, row_id: str) -> dict[str, Any]:
     }
 
 
-def _stranger_question(rng: random.Random, kind: str, name: str) -> str:
-    """A question about an entity of the same kind that the context never mentions."""
+def _stranger_question(rng: random.Random, kind: str, context: str, shown: list[int]) -> str:
+    """A question about an entity of the same kind that the context never mentions, asking for a fact the
+    context does state about its own entity: a plausible answer is there, as in SQuAD v2, and only the name
+    tells the question apart from an answerable one."""
     other = invented_name(rng)
-    while other == name:
+    while other in context:
         other = invented_name(rng)
     facts = dict(KINDS)[kind](other, rng)
-    return rng.choice(facts).question
+    return facts[rng.choice(shown)].question
 
 
 def synthetic_splits(n_train: int, rng: random.Random) -> dict[str, list[dict[str, Any]]]:
