@@ -39,6 +39,14 @@ def test_literal_values_are_checked(tmp_path):
         load_config(write(tmp_path, '[adapter]\nmethod = "lorra"\n'))
 
 
+def test_true_and_false_fill_a_true_false_auto_choice(tmp_path):
+    config = load_config(write(tmp_path, '[train]\nbf16 = true\n'), [])
+    assert config.train.bf16 == "true"
+    assert load_config(write(tmp_path, '[train]\nbf16 = true\n'), ["train.bf16=false"]).train.bf16 == "false"
+    with pytest.raises(LlmftError, match="adapter.method' must be one of"):
+        load_config(write(tmp_path, '[adapter]\nmethod = true\n'))
+
+
 def test_malformed_toml_and_missing_file(tmp_path):
     with pytest.raises(LlmftError, match="malformed TOML"):
         load_config(write(tmp_path, "[train\n"))

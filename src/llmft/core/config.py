@@ -250,6 +250,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str, errors: list[str]) ->
 def _coerce(value: Any, kind: Any) -> tuple[bool, Any]:
     origin = typing.get_origin(kind)
     if origin is Literal:
+        if isinstance(value, bool) and str(value).lower() in typing.get_args(kind):
+            value = str(value).lower()  # `bf16 = true` in TOML or `train.bf16=true` on the command line
         return (value in typing.get_args(kind), value)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(kind):

@@ -92,6 +92,19 @@ def test_make_data_names_the_short_prompt_variant(tmp_path, monkeypatch):
         SquadRecipe().make_data(None, 0, synthetic=20, no_instruction=True, multi_turn=True)
 
 
+def test_passages_follow_their_first_question_once_each_in_train_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = SquadRecipe().make_data(None, 0, synthetic=30, system_prompt="", no_instruction=True, passages=True)
+    assert paths["train"] == Path("data/squad/synthetic-nosystem-noinstruction-passages/train.jsonl")
+    train = read_jsonl(paths["train"])
+    questions = [r for r in train if "messages" in r]
+    texts = [r["text"] for r in train if "text" in r]
+    assert len(questions) == 30 and len(texts) == len(set(texts)) == 30  # invented entities: all distinct
+    for before, passage in zip(train[::2], train[1::2]):
+        assert before["messages"][0]["content"].startswith(f"Context: {passage['text']}\nQuestion: ")
+    assert all("messages" in r for r in read_jsonl(paths["eval"]))
+
+
 def test_pause_tokens_are_distinct():
     assert pause_tokens(3) == ["<blah_0>", "<blah_1>", "<blah_2>"]
     assert pause_tokens(0) == []
@@ -109,6 +122,17 @@ def test_synthetic_rows_have_verbatim_spans_and_about_a_third_unanswerable():
     assert any(len(row["answers"]["text"]) == 2 for row in rows)
     assert synthetic_splits(600, random.Random(7)) == splits
     assert len({row["id"] for split in splits.values() for row in split}) == 720
+
+
+def test_unanswerable_questions_are_about_the_context_entity_unless_strangers_are_asked_for():
+    for share, own_entity in ((0.0, True), (1.0, False)):
+        rows = synthetic_splits(300, random.Random(3), stranger_share=share)["train"]
+        unanswerable = [row for row in rows if not row["answers"]["text"]]
+        assert len(unanswerable) > 70
+        for row in unanswerable:
+            name = row["title"].split(" (")[0]
+            (asked,) = [word.rstrip("?") for word in row["question"].split()[1:] if word[0].isupper()]
+            assert (asked == name) is own_entity and (asked in row["context"]) is own_entity, row
 
 
 def _official_json(n: int) -> dict:

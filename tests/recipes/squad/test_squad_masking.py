@@ -139,3 +139,16 @@ def test_bpe_merges_keep_the_mask_and_the_prompt_is_a_token_prefix(template):
     assert _trained(tokenizer, example) == ['\n```json\n{\n  "answer": "France"\n}\n```' + end]
     prompt_ids = tokenizer(answer_prompt(tokenizer, record["messages"][:-1], pause), add_special_tokens=False)
     assert example.input_ids[:len(prompt_ids["input_ids"])] == prompt_ids["input_ids"]
+
+
+def test_a_passage_trains_every_token_beside_answer_only_questions(tmp_path):
+    from llmft.core.data import load_examples
+    from llmft.core.jsonl import write_jsonl
+
+    record = squad_record(ROW, "", multi_turn=False)
+    tokenizer = _tokenizer([record], [])
+    config = Config(recipe="squad", section=SquadConfig())
+    path = write_jsonl(tmp_path / "train.jsonl", [record, {"text": ROW["context"]}])
+    question, passage = load_examples(path, tokenizer, 512, lambda r: SquadRecipe().tokenize(r, tokenizer, config))
+    assert question.trained < len(question) // 2
+    assert passage.trained == len(passage) - 1  # every token after BOS is a target

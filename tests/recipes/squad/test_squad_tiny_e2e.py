@@ -23,8 +23,9 @@ def test_tiny_squad_preset_answers_held_out_questions(tmp_path):
 
     preset = REPO / "recipes" / "squad-tiny.toml"
     command = preset.read_text().splitlines()[0]
-    assert '--synthetic 40000 --system-prompt "" --no-instruction' in command
-    paths = SquadRecipe().make_data(tmp_path / "data", 0, synthetic=40000, system_prompt="", no_instruction=True)
+    assert '--synthetic 40000 --system-prompt "" --no-instruction --passages' in command
+    paths = SquadRecipe().make_data(tmp_path / "data", 0, synthetic=40000, system_prompt="",
+                                              no_instruction=True, passages=True)
     config = load_config(preset, [f"data.train={paths['train']}", f"data.eval={paths['eval']}",
                                   f"train.output_dir={tmp_path / 'run'}"])
     threads = torch.get_num_threads()

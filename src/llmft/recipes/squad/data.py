@@ -130,6 +130,18 @@ def squad_record(row: dict[str, Any], pause: str, multi_turn: bool, system_promp
     }
 
 
+def with_passages(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with each distinct context added once as a `{"text": context}` record after its first
+    question (trained on every token: language modelling on the passages)."""
+    out, seen = [], set()
+    for record, row in zip(records, rows, strict=True):
+        out.append(record)
+        if row["context"] not in seen:
+            seen.add(row["context"])
+            out.append({"text": row["context"]})
+    return out
+
+
 def subset(rows: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
     """A random n-row subset in the original order; all rows when n is 0 or too large."""
     if n <= 0 or n >= len(rows):

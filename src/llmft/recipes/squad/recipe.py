@@ -53,6 +53,11 @@ class SquadRecipe:
                          help="User turn = 'Context: ...\\nQuestion: ...' alone, without the reference's "
                               "instruction: short prompts a tiny model from scratch can learn on a CPU "
                               "(recipes/squad-tiny.toml). Single turn only."),
+            click.Option(["--passages"], is_flag=True,
+                         help="Also write each training context once as a `text` record (every token trained, "
+                              "after its first question): language modelling on the passages, a from-scratch "
+                              "model's stand-in for pretraining (it learns to copy names). The questions keep "
+                              "the answer-only loss."),
             click.Option(["--multi-turn"], is_flag=True,
                          help="Two turns: 'is the answer in the context?' then the span."),
             click.Option(["--train-n"], type=int, default=0, metavar="N", help="Random N training rows (0: all)."),
@@ -64,7 +69,7 @@ class SquadRecipe:
 
     def make_data(self, out: Path | None, seed: int, **options: Any) -> dict[str, Path]:
         from llmft.core.jsonl import write_jsonl
-        from llmft.recipes.squad.data import load_splits, squad_record, subset
+        from llmft.recipes.squad.data import load_splits, squad_record, subset, with_passages
         from llmft.recipes.squad.synthetic import synthetic_splits
 
         k, multi_turn = options.get("num_pause_tokens", 0), options.get("multi_turn", False)
@@ -81,17 +86,20 @@ class SquadRecipe:
         if "test" in splits:
             splits["test"] = subset(splits["test"], options.get("eval_n", 0), rng)
         system, instruction = options.get("system_prompt", SYSTEM_PROMPT), not options.get("no_instruction", False)
+        passages = options.get("passages", False)
         if multi_turn and not instruction:
             raise LlmftError("--no-instruction is for single-turn data: the multi-turn prompts are instructions")
         variant = ("synthetic" if synthetic else "squad_v2") + (f"-pause{k}" if k else "") + \
             ("-multiturn" if multi_turn else "") + \
             ("" if system == SYSTEM_PROMPT else "-system" if system else "-nosystem") + \
-            ("" if instruction else "-noinstruction")
+            ("" if instruction else "-noinstruction") + ("-passages" if passages else "")
         folder = out or Path("data") / "squad" / variant
         pause = "".join(pause_tokens(k))
-        paths = {split: write_jsonl(folder / f"{split}.jsonl",
-                                    [squad_record(r, pause, multi_turn, system, instruction) for r in rows])
-                 for split, rows in splits.items()}
+        records = {split: [squad_record(r, pause, multi_turn, system, instruction) for r in rows]
+                   for split, rows in splits.items()}
+        if passages:
+            records["train"] = with_passages(records["train"], splits["train"])
+        paths = {split: write_jsonl(folder / f"{split}.jsonl", rows) for split, rows in records.items()}
         paths["eval"] = paths.pop("test", paths["val"])
         return paths
 
