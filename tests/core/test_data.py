@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from llmft.core.data import IGNORE, TokenizedExample, collate, load_examples, pack_rows, tokenize_record
+from llmft.core.data import (
+    IGNORE,
+    TokenizedExample,
+    collate,
+    load_examples,
+    pack_rows,
+    single_rows,
+    tokenize_record,
+)
 from llmft.core.errors import LlmftError
 from llmft.core.inspect import render_example, trained_text
 from llmft.core.jsonl import write_jsonl
@@ -103,3 +111,21 @@ def test_packed_logits_and_loss_equal_unpacked(tokenizer):
             offset += n
     assert float(packed_loss) == pytest.approx(total, rel=1e-5)
     assert int((packed["labels"][:, 1:] != IGNORE).sum()) == count
+
+
+def test_unpacked_right_padded_batch_needs_no_mask(tokenizer):
+    """Right padding under causal attention: each example's logits equal its logits run alone."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2)).eval()
+    examples = [tokenize_record(r, tokenizer, 64) for r in
+                ({"prompt": "shift abc =", "completion": " bcd"}, {"text": "0123456789 abc"})]
+    batch = collate(single_rows(examples), tokenizer.pad_token_id, packed=False)
+    assert set(batch) == {"input_ids", "labels"} and len(examples[0]) != len(examples[1])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], use_cache=False).logits
+        for i, example in enumerate(examples):
+            alone = model(input_ids=torch.tensor([example.input_ids]), use_cache=False).logits[0]
+            torch.testing.assert_close(logits[i, :len(example)], alone, atol=1e-5, rtol=0)

@@ -206,14 +206,15 @@ def batch_order(rows: Sequence[Row], batch_size: int, seed: int, epoch: int, str
 
 def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     """Right-pad rows into tensors. Packed rows pass position_ids and no attention mask (transformers then
-    keeps attention inside each example); unpacked rows pass an attention mask."""
+    keeps attention inside each example). Unpacked rows pass neither: with right padding and causal
+    attention no real token can see a pad, so the model takes its plain causal path (on CPU, SDPA with
+    is_causal skips the masked half; a padding mask makes it compute the full square), same logits."""
     import torch
 
     width = max(len(row.input_ids) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         n = len(row.input_ids)
         ids[i, :n] = torch.tensor(row.input_ids)
@@ -221,12 +222,9 @@ def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
         positions[i, :n] = torch.tensor(row.position_ids)
         # Padding forms its own "example" starting at position 0, so it never joins a real one.
         positions[i, n:] = torch.arange(width - n)
-        mask[i, :n] = 1
     batch = {"input_ids": ids, "labels": labels}
     if packed:
         batch["position_ids"] = positions
-    else:
-        batch["attention_mask"] = mask
     return batch
 
 

@@ -117,8 +117,7 @@ def train(
                 # DDP averages gradients over ranks: scale so the sum over the window / all tokens results.
                 accelerator.backward(summed * world / window)
             loss_sum += summed.detach()
-            real_tokens += int((batch["input_ids"] != tokenizer.pad_token_id).sum()) if packed else int(
-                batch["attention_mask"].sum())
+            real_tokens += sum(len(rows[i].input_ids) for i in micro[g])
         if config.train.max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)
         optimizer.step()
