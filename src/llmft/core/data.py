@@ -207,8 +207,7 @@ def batch_order(rows: Sequence[Row], batch_size: int, seed: int, epoch: int, str
 def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     """Right-pad rows into tensors. Packed rows pass position_ids and no attention mask (transformers then
     keeps attention inside each example). Unpacked rows pass neither: with right padding and causal
-    attention no real token can see a pad, so the model takes its plain causal path (on CPU, SDPA with
-    is_causal skips the masked half; a padding mask makes it compute the full square), same logits."""
+    attention no real token can see a pad, so the model takes its plain causal path, with the same logits."""
     import torch
 
     width = max(len(row.input_ids) for row in rows)
