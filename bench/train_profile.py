@@ -5,8 +5,8 @@ length-grouped unpacked batches with no attention mask) and llmft's loss, in a p
 without accelerate's bookkeeping, so the profiler sees only the model), after warm-up steps. Prints, per
 variant, milliseconds per step by kind of op (GEMMs, attention, element-wise, loss, optimizer), the GEMMs' own
 rate inside training, the 6·N rate reached as a fraction of the GEMM peak, and the fraction the step would
-reach if everything but the GEMMs took no time (the ceiling even perfect fusion could not pass). `--compile` adds a torch.compile (inductor) variant timed after
-its compilation.
+reach if everything but the GEMMs took no time (the ceiling even perfect fusion could not pass). `--compile`
+adds a torch.compile (inductor) variant timed after its compilation.
 
     flock /tmp/llmft-cpu.lock .venv/bin/python bench/train_profile.py [--bf16] [--compile]
 """
@@ -48,7 +48,8 @@ def main() -> None:
     peak = max(gemm_rate(n, n, n, dtype, "cpu") for n in (1024, 2048, 3072))
     with tempfile.TemporaryDirectory(prefix="llmft-bench-") as tmp:
         paths = workload.build_workload(Path(tmp), 1200, 0)
-        variants = [("packed rows, 3 x 512 (recipes)", "rows", False), ("grouped, 18 examples, no mask", "group", False)]
+        variants = [("packed rows, 3 x 512 (recipes)", "rows", False),
+                    ("grouped, 18 examples, no mask", "group", False)]
         if args.compile:
             variants.append(("packed rows, torch.compile", "rows", True))
         rows = [profile_variant(paths, label, packing, compiled, peak, args) for label, packing, compiled in variants]
@@ -121,6 +122,7 @@ def profile_variant(paths: dict[str, Path], label: str, packing: str, compiled: 
     return [label, rate, seconds * 1e3 / len(timed), ms["GEMM"], ms["attention"], ms["element-wise"], ms["loss"],
             ms["optimizer"], other, 6 * n_matmul * rate / 1e9, f"{6 * n_matmul * rate / 1e9 / peak:.1%}",
             gemm_rate, f"{gemm_rate / peak:.1%}"]
+
 
 if __name__ == "__main__":
     main()
