@@ -14,7 +14,13 @@ from llmft.recipes.cot_teacher.completions import (
 )
 from llmft.recipes.cot_teacher.formats import student_input, student_label, zs_cot_step1, zs_cot_step2
 from llmft.recipes.cot_teacher.generators import few_shot_prompt, generate_samples
-from llmft.recipes.cot_teacher.tasks import DATASET_SIZES, default_split, load_dataset, make_dataset, save_dataset
+from llmft.recipes.cot_teacher.tasks import (
+    DATASET_SIZES,
+    default_split,
+    load_dataset,
+    make_dataset,
+    save_dataset,
+)
 
 SAMPLE = {"sample_index": 3, "question": " How many? ", "answer": " 7 ", "reasoning_completion": "\n3 + 4 = 7. "}
 
