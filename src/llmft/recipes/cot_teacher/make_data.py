@@ -26,12 +26,17 @@ from llmft.recipes.cot_teacher.tasks import (
 from llmft.recipes.cot_teacher.teacher import TeacherSettings, completion_key, run_teacher, student_records
 
 
-def task_dataset(task: str, dataset_file: str | None, n: int, size: int, seed: int) -> dict[str, Any]:
-    """The reference's Dataset file, or a generated one for the procedural tasks."""
+def task_dataset(task: str, dataset_file: str | None, source: str | None, n: int, size: int,
+                 seed: int) -> dict[str, Any]:
+    """The reference's Dataset file, the task's original release, or a generated one (procedural tasks)."""
     if dataset_file:
         return load_dataset(dataset_file, task)
+    if source:
+        from llmft.recipes.cot_teacher.sources import load_source
+
+        return make_dataset(task, load_source(task, source))
     if task not in GENERATORS:
-        raise LlmftError(f"--task {task}: give --dataset (the reference's dataset/{task}.json); only "
+        raise LlmftError(f"--task {task}: give --dataset (the reference's dataset/{task}.json) or --source; only "
                          f"{', '.join(GENERATORS)} can be generated")
     return make_dataset(task, generate_samples(task, n or DATASET_SIZES[task], seed, size))
 
@@ -54,13 +59,14 @@ def teacher_generator(teacher: str, model: str, chat: bool, batch_size: int) -> 
     return HFGenerator(network, tokenizer, batch_size=batch_size), folder.parent.name or folder.name
 
 
-def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | None = None, n: int = 0,
+def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | None = None,
+                      source: str | None = None, n: int = 0,
                       size: int = 0, split_file: str | None = None, teacher: str | None = None,
                       teacher_model: str = "", teacher_chat: bool = False, completions_file: str | None = None,
                       samples: int = 1, temperature: float | None = None, max_tokens: int = 128,
                       batch_size: int = 20, stop: tuple[str, ...] = (), template: str = "ft_cot_token",
                       model_type: str = "decoder", few_shot_prompts: str | None = None) -> dict[str, Path]:
-    dataset = task_dataset(task, dataset_file, n, size, seed)
+    dataset = task_dataset(task, dataset_file, source, n, size, seed)
     if not dataset_file:
         save_dataset(dataset, out / "dataset.json")
     train_idx, test_idx = load_split(split_file) if split_file else default_split(task, len(dataset["data"]))

@@ -35,6 +35,8 @@ class CotTeacherRecipe:
         click.Option(["--dataset", "dataset_file"], type=click.Path(dir_okay=False), default=None,
                      help="The task's Dataset JSON (the reference's dataset/<task>.json); procedural tasks "
                           "(last_letter_concatenation, coin_flip, multiarith) are generated when omitted."),
+        click.Option(["--source"], type=click.Path(), default=None,
+                     help="The task's original release (file or folder), compiled as the reference did."),
         click.Option(["--n"], type=int, default=0, help="Generated samples (0 = the reference dataset's size)."),
         click.Option(["--size"], type=int, default=0,
                      help="Generated difficulty: words, people or largest number (0 = 4, 4, 20)."),
