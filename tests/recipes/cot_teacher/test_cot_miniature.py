@@ -24,11 +24,11 @@ from llmft.recipes.cot_teacher.make_data import make_student_data
 # Per task: generated dataset size and difficulty, teacher training steps (few enough to leave mistakes),
 # student steps (the same for every student of the task).
 SETTINGS = {
-    "last_letter_concatenation": {"n": 1000, "size": 3, "teacher_steps": 700, "student_steps": 700},
-    "coin_flip": {"n": 1000, "size": 4, "teacher_steps": 500, "student_steps": 500},
+    "last_letter_concatenation": {"n": 600, "size": 3, "teacher_steps": 300, "student_steps": 400},
+    "coin_flip": {"n": 600, "size": 4, "teacher_steps": 300, "student_steps": 400},
 }
-EVAL_N = 150
-MODEL = {"name": "tiny", "tokenizer": "char", "tiny": {"hidden_size": 96, "num_layers": 3, "num_heads": 4}}
+EVAL_N = 100
+MODEL = {"name": "tiny", "tokenizer": "char", "tiny": {"hidden_size": 64, "num_layers": 3, "num_heads": 4}}
 
 
 def config(tmp: Path, name: str, train: Path, held_out: Path | None, steps: int, lr: float = 2e-3):
@@ -36,9 +36,8 @@ def config(tmp: Path, name: str, train: Path, held_out: Path | None, steps: int,
         "recipe": "cot-teacher",
         "model": MODEL,
         "adapter": {"method": "full"},
-        "data": {"train": str(train), "eval": str(held_out or ""), "max_length": 768, "packing": "rows",
-                 "pack_length": 1024},
-        "train": {"output_dir": str(tmp / name), "max_steps": steps, "batch_size": 4, "learning_rate": lr,
+        "data": {"train": str(train), "eval": str(held_out or ""), "max_length": 768, "packing": "none"},
+        "train": {"output_dir": str(tmp / name), "max_steps": steps, "batch_size": 8, "learning_rate": lr,
                   "lr_scheduler": "cosine", "warmup_steps": 30, "bf16": "false", "logging_steps": 50},
         "eval": {"max_new_tokens": 256, "batch_size": 64, "max_examples": EVAL_N},
     }
@@ -66,6 +65,7 @@ def run_task(task: str, tmp: Path) -> dict:
     worked = generate_samples(task, 3000, seed=99, size=opts["size"])  # the teacher's own lessons
     teacher_data = write_jsonl(tmp / "teacher-train.jsonl", teacher_records(worked))
     train(config(tmp, "teacher", teacher_data, None, opts["teacher_steps"]), progress=False)
+    print(task, f"teacher trained {(time.time() - started) / 60:.1f} min", flush=True)
 
     from llmft.core.artifacts import load_for_inference
     from llmft.core.generation import HFGenerator
@@ -73,14 +73,14 @@ def run_task(task: str, tmp: Path) -> dict:
     _, tokenizer, model = load_for_inference(tmp / "teacher" / "final")
     teacher = HFGenerator(model, tokenizer, batch_size=64)
     common = {"task": task, "n": opts["n"], "size": opts["size"], "max_tokens": 256, "batch_size": 64}
-    with OpenAIStub(teacher) as url:
-        paths = {
-            "k4": make_student_data(tmp / "k4", 0, teacher=url, teacher_model="tiny-teacher", samples=4,
-                                    temperature=0.7, **common),
-        }
     # K=1 at T=0 as the reference's `ft_cot`; K=4 at T=0.7 as `ft_cot_t70_4aug`.
     with OpenAIStub(teacher) as url:
-        paths["k1"] = make_student_data(tmp / "k1", 0, teacher=url, teacher_model="tiny-teacher", samples=1, **common)
+        if os.environ.get("COT_MINIATURE_LOCAL_TEACHER"):  # the run folder instead of HTTP (same Generator)
+            url = str(tmp / "teacher" / "final")
+        paths = {"k1": make_student_data(tmp / "k1", 0, teacher=url, teacher_model="tiny-teacher", samples=1,
+                                         **common),
+                 "k4": make_student_data(tmp / "k4", 0, teacher=url, teacher_model="tiny-teacher", samples=4,
+                                         temperature=0.7, **common)}
     paths["vanilla"] = make_student_data(tmp / "vanilla", 0, template="ft_token", **common)
     teacher_file = next((tmp / "k1" / "teacher").rglob("*.json"))
     teacher_rows = [c for rows in json.loads(teacher_file.read_text())["data"].values() for c in rows]
@@ -94,6 +94,7 @@ def run_task(task: str, tmp: Path) -> dict:
         train(cfg, progress=False)
         metrics, _ = evaluate_folder(tmp / f"student-{name}" / "final", [])
         result[name] = metrics["accuracy"]
+        print(name, metrics, f"{(time.time() - started) / 60:.1f} min", flush=True)
     result["minutes"] = (time.time() - started) / 60
     return result
 

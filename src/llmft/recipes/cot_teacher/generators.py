@@ -21,11 +21,11 @@ def last_letter_sample(rng: random.Random, words: int = 4) -> dict[str, Any]:
     """'Take the last letters of each words in "A B C D" and concatenate them.' -> the letters joined."""
     names = [rng.choice(NAMES) for _ in range(words)]
     answer = "".join(name[-1] for name in names)
-    steps = " ".join(f'The last letter of "{name}" is "{name[-1]}".' for name in names)
+    steps = ", ".join(f'"{name}" ends in "{name[-1]}"' for name in names)
     return {
         "question": f'Take the last letters of each words in "{" ".join(names)}" and concatenate them.',
         "answer": answer,
-        "rationale": f'{steps} Joining them gives "{answer}".',
+        "rationale": f'{steps}. Together: "{answer}".',
     }
 
 
@@ -38,13 +38,12 @@ def coin_flip_sample(rng: random.Random, people: int = 4) -> dict[str, Any]:
     flippers = [n for n, f in zip(names, flips) if f]
     who = "nobody" if not flippers else ", ".join(flippers)
     parity = "even" if count % 2 == 0 else "odd"
-    ending = "still heads up" if count % 2 == 0 else "tails up"
+    ending = "heads up" if count % 2 == 0 else "tails up"
     return {
         "question": f'A coin is heads up. {actions} Is the coin still heads up? '
                     f'Note that "flip" here means "reverse".',
         "answer": "yes" if count % 2 == 0 else "no",
-        "rationale": f"The coin was flipped by {who}. That is {count} flips, an {parity} number, "
-                     f"so the coin is {ending}.",
+        "rationale": f"Flipped by {who}: {count} flips, {parity}, so {ending}.",
     }
 
 
