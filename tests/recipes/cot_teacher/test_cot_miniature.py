@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from llmft.core.config import config_from_dict
 from llmft.core.jsonl import read_jsonl, write_jsonl
+from llmft.recipes.base import get_recipe, load_recipe_config, recipe_config
 from llmft.recipes.cot_teacher.formats import zs_cot_step1, zs_cot_step2
 from llmft.recipes.cot_teacher.generators import generate_samples
 from llmft.recipes.cot_teacher.make_data import make_student_data
@@ -28,6 +28,7 @@ SETTINGS = {
     "coin_flip": {"n": 600, "size": 4, "teacher_steps": 300, "student_steps": 400},
 }
 EVAL_N = 100
+RECIPE = get_recipe("cot-teacher")
 MODEL = {"name": "tiny", "tokenizer": "char", "tiny": {"hidden_size": 64, "num_layers": 3, "num_heads": 4}}
 
 
@@ -41,7 +42,7 @@ def config(tmp: Path, name: str, train: Path, held_out: Path | None, steps: int,
                   "lr_scheduler": "cosine", "warmup_steps": 30, "bf16": "false", "logging_steps": 50},
         "eval": {"max_new_tokens": 256, "batch_size": 64, "max_examples": EVAL_N},
     }
-    return config_from_dict(raw, source=name)
+    return recipe_config(raw, source=name)
 
 
 def teacher_records(samples: list[dict]) -> list[dict]:
@@ -64,11 +65,11 @@ def run_task(task: str, tmp: Path) -> dict:
     started = time.time()
     worked = generate_samples(task, 3000, seed=99, size=opts["size"])  # the teacher's own lessons
     teacher_data = write_jsonl(tmp / "teacher-train.jsonl", teacher_records(worked))
-    train(config(tmp, "teacher", teacher_data, None, opts["teacher_steps"]), progress=False)
+    train(config(tmp, "teacher", teacher_data, None, opts["teacher_steps"]), RECIPE, progress=False)
     print(task, f"teacher trained {(time.time() - started) / 60:.1f} min", flush=True)
 
-    from llmft.core.artifacts import load_for_inference
     from llmft.core.generation import HFGenerator
+    from llmft.core.inference import load_for_inference
 
     _, tokenizer, model = load_for_inference(tmp / "teacher" / "final")
     teacher = HFGenerator(model, tokenizer, batch_size=64)
@@ -91,8 +92,9 @@ def run_task(task: str, tmp: Path) -> dict:
               "train_records": {k: len(read_jsonl(p["train"])) for k, p in paths.items()}}
     for name, data in paths.items():
         cfg = config(tmp, f"student-{name}", data["train"], data["eval"], opts["student_steps"])
-        train(cfg, progress=False)
-        metrics, _ = evaluate_folder(tmp / f"student-{name}" / "final", [])
+        train(cfg, RECIPE, progress=False)
+        folder = tmp / f"student-{name}" / "final"
+        metrics, _ = evaluate_folder(folder, *load_recipe_config(folder / "llmft.toml"))
         result[name] = metrics["accuracy"]
         print(name, metrics, f"{(time.time() - started) / 60:.1f} min", flush=True)
     result["minutes"] = (time.time() - started) / 60

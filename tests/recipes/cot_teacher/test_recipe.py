@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from llmft.core.config import config_from_dict
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import read_jsonl
+from llmft.recipes.base import get_recipe, load_recipe_config, recipe_config
 from llmft.recipes.cot_teacher.completions import new_completions, save_completions
 from llmft.recipes.cot_teacher.formats import zs_cot_step1, zs_cot_step2
 from llmft.recipes.cot_teacher.make_data import make_student_data
@@ -63,7 +63,7 @@ def student_config(tmp_path, data, method="full", **model):
                   "bf16": "false", "logging_steps": 1},
         "eval": {"max_new_tokens": 120, "batch_size": 16, "max_examples": 8},
     }
-    return config_from_dict(raw, source="test")
+    return recipe_config(raw, source="test")
 
 
 def test_tiny_llama_student_trains_and_evaluates(tmp_path):
@@ -76,9 +76,10 @@ def test_tiny_llama_student_trains_and_evaluates(tmp_path):
     teacher, _ = worked_teacher_file(tmp_path, "coin_flip", dataset)
     data = make_student_data(tmp_path / "data", 0, task="coin_flip", n=60, size=2, completions_file=str(teacher))
     config = student_config(tmp_path, data)
-    result = train(config, progress=False)
+    result = train(config, get_recipe("cot-teacher"), progress=False)
     assert result.losses[-1] < 0.6 * result.losses[0]
-    metrics, eval_dir = evaluate_folder(tmp_path / "run" / "final", [])
+    folder = tmp_path / "run" / "final"
+    metrics, eval_dir = evaluate_folder(folder, *load_recipe_config(folder / "llmft.toml"))
     rows = read_jsonl(eval_dir / "results.jsonl")
     assert metrics["n"] == len(rows) == 8 and metrics["task"] == "coin_flip"
     assert metrics["accuracy"] == sum(r["correct"] for r in rows) / 8

@@ -9,7 +9,8 @@ from typing import Any
 
 from llmft.core import runs
 from llmft.core.errors import LlmftError
-from llmft.core.jsonl import AppendLog, read_jsonl
+from llmft.core.jsonl import read_jsonl
+from llmft.core.results import ResultsLog
 from llmft.recipes.cot_teacher.completions import new_completions, save_completions
 from llmft.recipes.cot_teacher.parsing import score_completion
 
@@ -28,18 +29,19 @@ def evaluate_student(generator: Any, config: Any, section: Any, eval_dir: Path) 
     template = section.template or (records[0].get("template") if records else "")
     if not task or not template:
         raise LlmftError("[cot-teacher] task and template are not set and data.eval records do not name them")
-    with AppendLog(eval_dir / "results.jsonl") as log:
-        todo = records[len(log.records):]
+    with ResultsLog(eval_dir / runs.RESULTS_NAME) as log:
+        todo = log.todo(range(len(records)))
         for start in range(0, len(todo), config.eval.batch_size):
             chunk = todo[start:start + config.eval.batch_size]
-            outputs = generator.generate([r["prompt"] for r in chunk], max_new_tokens=config.eval.max_new_tokens,
-                                         num_beams=config.eval.num_beams, temperature=config.eval.temperature,
-                                         seed=config.eval.seed)
-            for record, output in zip(chunk, outputs):
+            outputs = generator.generate([records[i]["prompt"] for i in chunk],
+                                         max_new_tokens=config.eval.max_new_tokens, num_beams=config.eval.num_beams,
+                                         temperature=config.eval.temperature, seed=config.eval.seed)
+            for i, output in zip(chunk, outputs):
+                record = records[i]
                 scored = score_completion(task, output, record["answer"], template)
-                log.append({"sample_index": record.get("sample_index"), "prompt": record["prompt"],
+                log.add(i, {"sample_index": record.get("sample_index"), "prompt": record["prompt"],
                             "completion": output, "answer": record["answer"], **scored})
-        done = log.records
+        done = log.rows(range(len(records)))
     _write_completions(done, task, template, config, eval_dir)
     n = max(len(done), 1)
     return {

@@ -48,12 +48,12 @@ def teacher_generator(teacher: str, model: str, chat: bool, batch_size: int) -> 
 
         if not model:
             raise LlmftError("--teacher-model is required with an endpoint URL (the model name to ask for)")
-        return EndpointGenerator(Endpoint(teacher, model), mode="chat" if chat else "completions"), model
+        return EndpointGenerator(Endpoint(teacher, model), mode="chat" if chat else "completions"), model.replace("/", "_")
     folder = Path(teacher)
     if not folder.is_dir():
         raise LlmftError(f"--teacher: '{teacher}' is neither an http(s) URL nor a run folder")
-    from llmft.core.artifacts import load_for_inference
     from llmft.core.generation import HFGenerator
+    from llmft.core.inference import load_for_inference
 
     _, tokenizer, network = load_for_inference(folder)
     return HFGenerator(network, tokenizer, batch_size=batch_size), folder.parent.name or folder.name
