@@ -23,6 +23,7 @@ from llmft.core.data import IGNORE, batch_order, collate
 from llmft.core.errors import LlmftError
 from llmft.core.model_setup import TrainingHooks, build_rows, extra_tokens, run_tokenizer, setup_model
 from llmft.core.scoring import token_loss_sum
+from llmft.core.seq2seq import collate_seq2seq, is_seq2seq
 from llmft.core.train_log import TrainLog
 
 
@@ -68,7 +69,9 @@ def train(
     tokenizer = run_tokenizer(config, recipe, main, barrier)
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in extra_tokens(config, recipe)]
     model = setup_model(config, tokenizer, new_ids, main, barrier)
-    rows = build_rows(config, recipe, tokenizer)
+    seq2seq = is_seq2seq(model)
+    start_id = model.config.decoder_start_token_id if seq2seq else None
+    rows = build_rows(config, recipe, tokenizer, seq2seq)
     packed = config.data.packing == "rows"
     world, rank = accelerator.num_processes, accelerator.process_index
     batches_per_epoch = math.ceil(len(rows) / config.train.batch_size)
@@ -103,9 +106,11 @@ def train(
                             "group" if config.data.packing == "group" else "random")
         micro = [order[(index * config.train.grad_accum + g) * world + rank]
                  for g in range(config.train.grad_accum)]
-        batches = [collate([rows[i] for i in indices], tokenizer.pad_token_id, packed) for indices in micro]
+        batches = [collate_seq2seq([rows[i] for i in indices], tokenizer.pad_token_id, start_id) if seq2seq
+                   else collate([rows[i] for i in indices], tokenizer.pad_token_id, packed) for indices in micro]
         seen += [i for indices in micro for i in indices]
-        local = torch.tensor([float((b["labels"][:, 1:] != IGNORE).sum()) for b in batches]).sum().to(device)
+        local = torch.tensor([float((b["labels"][:, 0 if seq2seq else 1:] != IGNORE).sum())
+                              for b in batches]).sum().to(device)
         window = accelerator.reduce(local.clone(), reduction="sum")
         if float(local) == 0:
             raise LlmftError(f"step {step + 1}: a batch has no trained tokens (check the data's loss mask)")
@@ -116,7 +121,7 @@ def train(
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
                 with accelerator.autocast():
                     logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
-                summed = token_loss_sum(logits, batch["labels"])
+                summed = token_loss_sum(logits, batch["labels"], shift=not seq2seq)
                 # DDP averages gradients over ranks: scale so the sum over the window / all tokens results.
                 accelerator.backward(summed * world / window)
             loss_sum += summed.detach()
