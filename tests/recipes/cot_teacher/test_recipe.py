@@ -52,11 +52,11 @@ def test_make_data_filters_by_the_teachers_answer(tmp_path):
         make_student_data(tmp_path / "x", 0, task="gsm8k", template="ft_token")
 
 
-def student_config(tmp_path, data, method="full", **model):
+def student_config(tmp_path, data, method="full", tiny=None):
     raw = {
         "recipe": "cot-teacher",
         "model": {"name": "tiny", "tokenizer": "char",
-                  "tiny": {"hidden_size": 32, "num_layers": 2, "num_heads": 2}, **model},
+                  "tiny": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, **(tiny or {})}},
         "adapter": {"method": method, "r": 4, "alpha": 8},
         "data": {"train": str(data["train"]), "eval": str(data["eval"]), "max_length": 512, "packing": "none"},
         "train": {"output_dir": str(tmp_path / "run"), "max_steps": 30, "batch_size": 8, "learning_rate": 3e-3,
@@ -86,3 +86,30 @@ def test_tiny_llama_student_trains_and_evaluates(tmp_path):
     completions = json.loads((eval_dir / "completions.json").read_text())
     assert completions["metadata"]["prediction_template"] == "ft_cot_token"
     assert sum(len(v) for v in completions["data"].values()) == 8
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_tiny_t5_student_trains_and_evaluates(tmp_path, method):
+    from llmft.core.evaluation import evaluate_folder
+    from llmft.core.trainer import train
+    from llmft.recipes.cot_teacher.generators import generate_samples
+    from llmft.recipes.cot_teacher.tasks import make_dataset
+
+    dataset = make_dataset("coin_flip", generate_samples("coin_flip", 60, seed=0, size=2))
+    teacher, _ = worked_teacher_file(tmp_path, "coin_flip", dataset)
+    data = make_student_data(tmp_path / "data", 0, task="coin_flip", n=60, size=2, completions_file=str(teacher),
+                             model_type="encoder_decoder")
+    first = read_jsonl(data["train"])[0]
+    assert not first["prompt"].endswith("###") and not first["completion"].startswith(" ")
+    config = student_config(tmp_path, data, method=method, tiny={"architecture": "t5"})
+    if method == "lora":
+        config.adapter.target_modules = ["q", "k", "v", "o"]
+        config.train.learning_rate = 1e-2
+    result = train(config, get_recipe("cot-teacher"), progress=False)
+    assert result.losses[-1] < 0.6 * result.losses[0]
+    folder = tmp_path / "run" / "final"
+    metrics, eval_dir = evaluate_folder(folder, *load_recipe_config(folder / "llmft.toml"))
+    rows = read_jsonl(eval_dir / "results.jsonl")
+    assert metrics["n"] == len(rows) == 8
+    assert metrics["accuracy"] == sum(r["correct"] for r in rows) / 8
+    assert all(not r["completion"].startswith(r["prompt"]) for r in rows)

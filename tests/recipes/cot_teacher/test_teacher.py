@@ -101,3 +101,42 @@ def test_resume_asks_nothing_twice(tmp_path):
     again = ScriptedTeacher(scripted_answers(2))
     run_teacher(again, SAMPLES, path, task="multiarith", teacher_name="scripted", settings=settings)
     assert again.asked == []
+
+
+def test_http_teacher_filters_and_resumes(tmp_path):
+    """make-data against an OpenAI-format HTTP server: exactly the right samples kept; a run cut off by
+    server errors resumes without asking anything twice."""
+    from llmft.core.errors import LlmftError
+    from llmft.core.jsonl import read_jsonl
+    from llmft.recipes.cot_teacher.make_data import make_student_data
+    from llmft.recipes.cot_teacher.tasks import default_split, load_dataset
+
+    from .openai_stub import OpenAIStub
+
+    out = tmp_path / "data"
+    make_student_data(out, 0, task="multiarith", n=20, template="ft_token")  # writes dataset.json
+    dataset = load_dataset(out / "dataset.json")
+    train_idx, _ = default_split("multiarith", 20)
+    questions = {s["question"]: s for s in dataset["data"]}
+    # Right for even sample indices at completion 0, for odd ones at completion 1.
+    answers = {q: [s["answer"] if (s["sample_index"] + j) % 2 == 0 else "-1" for j in range(2)]
+               for q, s in questions.items()}
+    history = []
+    common = dict(task="multiarith", n=20, teacher_model="tiny/teacher", samples=2, temperature=0.7, batch_size=4)
+    with OpenAIStub(ScriptedTeacher(answers, history=history), fail_after=9) as url:
+        with pytest.raises(LlmftError, match="HTTP 400"):
+            make_student_data(out, 0, teacher=url, **common)
+    with OpenAIStub(ScriptedTeacher(answers, history=history)) as url:
+        paths = make_student_data(out, 0, teacher=url, **common)
+    assert len(train_idx) == 14
+    # 14 questions x 2 samples: 28 rationale + 28 answer requests in all, none repeated.
+    assert len(history) == 56 and len({p for p in history if p.endswith("answer is")}) == 28
+    records = read_jsonl(paths["train"])
+    assert sorted((r["sample_index"], r["completion_index"]) for r in records) == sorted(
+        (i, i % 2) for i in train_idx)
+    assert all(r["completion"].endswith(f" --> {questions_by_index(dataset)[r['sample_index']]}") for r in records)
+    assert (out / "teacher" / "B_tiny_teacher__C_zs_cot_t70" / "D_multiarith.json").is_file()
+
+
+def questions_by_index(dataset):
+    return {s["sample_index"]: s["answer"] for s in dataset["data"]}

@@ -79,6 +79,8 @@ def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | No
                                    stop=tuple(stop))
         if teacher:
             generator, name = teacher_generator(teacher, teacher_model, teacher_chat, batch_size)
+            if teacher.startswith(("http://", "https://")):
+                settings.concurrency = batch_size  # the batch's prompts as parallel requests
             path = Path(completions_file) if completions_file else completion_path(
                 out / "teacher", name, completion_key(settings), task)
             with click.progressbar(length=2 * samples * len(train_idx), label="teacher") as bar:

@@ -29,6 +29,8 @@ class TeacherSettings:
     batch_size: int = 20  # the reference's requests held 20 prompts
     seed: int = 0
     stop: tuple[str, ...] = ()
+    # Requests in flight at once (an endpoint answers one prompt per request); 1 = one generate() per batch.
+    concurrency: int = 1
 
 
 def completion_key(settings: TeacherSettings) -> str:
@@ -64,15 +66,18 @@ def run_teacher(generator: Any, samples: Sequence[dict[str, Any]], path: str | P
     def ask(todo: list[dict], prompt_key: str, out_key: str, temperature: float, seed: int) -> None:
         for start in range(0, len(todo), settings.batch_size):
             batch = todo[start:start + settings.batch_size]
-            texts = generator.generate([row[prompt_key] for row in batch], max_new_tokens=settings.max_tokens,
-                                       stop=list(settings.stop), temperature=temperature, seed=seed + start)
-            if len(texts) != len(batch):
-                raise LlmftError(f"teacher returned {len(texts)} completions for {len(batch)} prompts")
+            texts, error = _generate(generator, [row[prompt_key] for row in batch], settings.concurrency,
+                                     max_new_tokens=settings.max_tokens, stop=list(settings.stop),
+                                     temperature=temperature, seed=seed + start)
             for row, text in zip(batch, texts):
-                row[out_key] = text
-                # The Generator protocol gives no finish reason; null = unknown (the reference stores "stop"/"length").
-                row["reasoning_finish_reason" if out_key == "reasoning_completion" else "finish_reason"] = None
+                if text is not None:
+                    row[out_key] = text
+                    # The Generator protocol gives no finish reason: null (the reference stores "stop"/"length").
+                    row["reasoning_finish_reason" if out_key == "reasoning_completion" else "finish_reason"] = None
+            # Saved before any error propagates: answers that came back are never asked for again.
             save_completions(completions, path)
+            if error is not None:
+                raise error
             if on_batch is not None:
                 on_batch(sum(("reasoning_completion" in r) + ("completion" in r) for r in rows), total)
 
@@ -85,6 +90,30 @@ def run_teacher(generator: Any, samples: Sequence[dict[str, Any]], path: str | P
             row["prompt"] = zs_cot_step2(row["reasoning_prompt"], row["reasoning_completion"])
     ask([r for r in rows if "completion" not in r], "prompt", "completion", 0.0, settings.seed)
     return completions
+
+
+def _generate(generator: Any, prompts: list[str], concurrency: int,
+              **kwargs: Any) -> tuple[list[str | None], BaseException | None]:
+    """(texts, first error): one call for the batch, or (concurrency > 1) one call per prompt from a thread
+    pool; a prompt whose call failed gets None, the answers that came back are kept."""
+    if concurrency <= 1:
+        texts = generator.generate(prompts, **kwargs)
+        if len(texts) != len(prompts):
+            raise LlmftError(f"teacher returned {len(texts)} completions for {len(prompts)} prompts")
+        return list(texts), None
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(generator.generate, [p], **kwargs) for p in prompts]
+    out: list[str | None] = []
+    error = None
+    for future in futures:
+        if future.exception() is not None:
+            error = error or future.exception()
+            out.append(None)
+        else:
+            out.append(future.result()[0])
+    return out, error
 
 
 def _populate(completions: dict[str, Any], samples: Sequence[dict[str, Any]], count: int) -> None:
