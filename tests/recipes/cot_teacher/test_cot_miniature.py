@@ -21,26 +21,28 @@ from llmft.recipes.cot_teacher.formats import zs_cot_step1, zs_cot_step2
 from llmft.recipes.cot_teacher.generators import generate_samples
 from llmft.recipes.cot_teacher.make_data import make_student_data
 
-# Per task: generated dataset size and difficulty, teacher training steps (few enough to leave mistakes),
-# student steps (the same for every student of the task).
+# Per task: difficulty (words / people), teacher training steps (few enough to leave mistakes) and student steps
+# (the same for every student of a task). 500 samples split 350/150 as the reference's default split.
 SETTINGS = {
-    "last_letter_concatenation": {"n": 600, "size": 3, "teacher_steps": 300, "student_steps": 400},
-    "coin_flip": {"n": 600, "size": 4, "teacher_steps": 300, "student_steps": 400},
+    "last_letter_concatenation": {"size": 3, "teacher_steps": 1100, "student_steps": 1500},
+    "coin_flip": {"size": 4, "teacher_steps": 180, "student_steps": 800},
 }
-EVAL_N = 100
+# A BPE tokenizer (600 pieces) trained on the data: names become one or two tokens, as in a real LLM's vocabulary.
+MODEL = {"name": "tiny", "tokenizer": "bpe", "vocab_size": 600,
+         "tiny": {"hidden_size": 64, "num_layers": 3, "num_heads": 4}}
 RECIPE = get_recipe("cot-teacher")
 MODEL = {"name": "tiny", "tokenizer": "char", "tiny": {"hidden_size": 64, "num_layers": 3, "num_heads": 4}}
 
 
-def config(tmp: Path, name: str, train: Path, held_out: Path | None, steps: int, lr: float = 2e-3):
+def config(tmp: Path, name: str, train: Path, held_out: Path | None, steps: int, lr: float = 3e-3):
     raw = {
         "recipe": "cot-teacher",
         "model": MODEL,
         "adapter": {"method": "full"},
-        "data": {"train": str(train), "eval": str(held_out or ""), "max_length": 768, "packing": "none"},
+        "data": {"train": str(train), "eval": str(held_out or ""), "max_length": 512, "packing": "none"},
         "train": {"output_dir": str(tmp / name), "max_steps": steps, "batch_size": 8, "learning_rate": lr,
                   "lr_scheduler": "cosine", "warmup_steps": 30, "bf16": "false", "logging_steps": 50},
-        "eval": {"max_new_tokens": 256, "batch_size": 64, "max_examples": EVAL_N},
+        "eval": {"max_new_tokens": 128, "batch_size": 64},
     }
     return recipe_config(raw, source=name)
 
@@ -73,7 +75,7 @@ def run_task(task: str, tmp: Path) -> dict:
 
     _, tokenizer, model = load_for_inference(tmp / "teacher" / "final")
     teacher = HFGenerator(model, tokenizer, batch_size=64)
-    common = {"task": task, "n": opts["n"], "size": opts["size"], "max_tokens": 256, "batch_size": 64}
+    common = {"task": task, "n": 500, "size": opts["size"], "max_tokens": 128, "batch_size": 64}
     # K=1 at T=0 as the reference's `ft_cot`; K=4 at T=0.7 as `ft_cot_t70_4aug`.
     with OpenAIStub(teacher) as url:
         if os.environ.get("COT_MINIATURE_LOCAL_TEACHER"):  # the run folder instead of HTTP (same Generator)

@@ -113,3 +113,14 @@ def test_tiny_t5_student_trains_and_evaluates(tmp_path, method):
     assert metrics["n"] == len(rows) == 8
     assert metrics["accuracy"] == sum(r["correct"] for r in rows) / 8
     assert all(not r["completion"].startswith(r["prompt"]) for r in rows)
+
+
+def test_best_epoch_on_test_reads_the_evaluated_checkpoints(tmp_path):
+    from llmft.recipes.cot_teacher.evaluate import best_epoch_on_test
+
+    for name, accuracy in (("checkpoint-10", 0.4), ("checkpoint-20", 0.7), ("other", 0.99)):
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        (tmp_path / "eval" / name / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
+    assert best_epoch_on_test(tmp_path, {"final": 0.5}) == {
+        "best_epoch_on_test_accuracy": 0.7, "best_epoch_on_test_checkpoint": "checkpoint-20",
+        "checkpoints_evaluated": 3}
