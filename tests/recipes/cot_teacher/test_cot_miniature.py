@@ -31,7 +31,6 @@ SETTINGS = {
 MODEL = {"name": "tiny", "tokenizer": "bpe", "vocab_size": 600,
          "tiny": {"hidden_size": 64, "num_layers": 3, "num_heads": 4}}
 RECIPE = get_recipe("cot-teacher")
-MODEL = {"name": "tiny", "tokenizer": "char", "tiny": {"hidden_size": 64, "num_layers": 3, "num_heads": 4}}
 
 
 def config(tmp: Path, name: str, train: Path, held_out: Path | None, steps: int, lr: float = 3e-3):
