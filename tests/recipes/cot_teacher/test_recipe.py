@@ -124,3 +124,17 @@ def test_best_epoch_on_test_reads_the_evaluated_checkpoints(tmp_path):
     assert best_epoch_on_test(tmp_path, {"final": 0.5}) == {
         "best_epoch_on_test_accuracy": 0.7, "best_epoch_on_test_checkpoint": "checkpoint-20",
         "checkpoints_evaluated": 3}
+
+
+def test_make_data_command(tmp_path):
+    from click.testing import CliRunner
+
+    from llmft.cli import cli
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["make-data", "cot-teacher", "--task", "coin_flip", "--format", "ft_token",
+                                  "--out", str(tmp_path / "van")])
+    assert result.exit_code == 0, result.output
+    assert "train: " in result.output and "(350 records)" in result.output and "(150 records)" in result.output
+    result = runner.invoke(cli, ["make-data", "cot-teacher", "--task", "gsm8k", "--out", str(tmp_path / "g")])
+    assert result.exit_code == 2 and "give --dataset" in result.output
