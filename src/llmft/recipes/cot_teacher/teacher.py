@@ -68,7 +68,7 @@ def run_teacher(generator: Any, samples: Sequence[dict[str, Any]], path: str | P
             batch = todo[start:start + settings.batch_size]
             texts, error = _generate(generator, [row[prompt_key] for row in batch], settings.concurrency,
                                      max_new_tokens=settings.max_tokens, stop=list(settings.stop),
-                                     temperature=temperature, seed=seed + start)
+                                     temperature=temperature, seed=seed * 1_000_003 + start)
             for row, text in zip(batch, texts):
                 if text is not None:
                     row[out_key] = text
