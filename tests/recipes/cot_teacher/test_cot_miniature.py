@@ -1,6 +1,7 @@
 """Miniature of Fine-tune-CoT's claim on CPU (slow): a real tiny teacher, trained on worked solutions and making
 real mistakes, is asked Zero-shot-CoT over HTTP (OpenAI format); its correct rationales train from-scratch
-students. Compared on the same budget: Fine-tune-CoT vs vanilla fine-tune, and diverse reasoning K=4 vs K=1.
+students. Compared on the same budget: Fine-tune-CoT vs vanilla fine-tune, and diverse reasoning K=4 vs K=1, on
+Last Letter, Coin Flip and the MultiArith-style generator.
 
 Run: `pytest -m slow tests/recipes/cot_teacher/test_cot_miniature.py -s`; the figures go to stdout and, with
 $COT_MINIATURE_OUT set, to that folder (miniature.json and each student's results.jsonl).
@@ -27,6 +28,7 @@ from llmft.recipes.cot_teacher.make_data import make_student_data
 SETTINGS = {
     "last_letter_concatenation": {"size": 3, "teacher_steps": 1100, "student_steps": 1500},
     "coin_flip": {"size": 4, "teacher_steps": 180, "student_steps": 800},
+    "multiarith": {"size": 9, "teacher_steps": 2000, "student_steps": 1500},  # numbers 2-9, two operations
 }
 # A BPE tokenizer (600 pieces) trained on the data: names become one or two tokens, as in a real LLM's vocabulary.
 MODEL = {"name": "tiny", "tokenizer": "bpe", "vocab_size": 600,
