@@ -57,6 +57,13 @@ def test_tiny_t5_trains_and_generates(tmp_path, caesar_data, method):
     assert model.config.is_encoder_decoder
     texts = HFGenerator(model, tokenizer).generate(["shift abc =", "shift hello ="], max_new_tokens=8)
     assert len(texts) == 2 and all(isinstance(t, str) and "shift" not in t for t in texts)
+    if method == "lora":
+        from llmft.core.export import export_merged
+
+        report = export_merged(tmp_path / "run" / "final", tmp_path / "merged")
+        assert report["max_abs_logit_diff"] < 1e-4
+        _, _, merged = load_for_inference(tmp_path / "merged")
+        assert merged.config.is_encoder_decoder
 
 
 def test_packed_rows_are_refused_for_t5(tmp_path, caesar_data):
