@@ -121,10 +121,14 @@ def test_fine_tune_cot_miniature(tmp_path):
         assert 0.05 < r["teacher_train_accuracy"] < 0.98  # a real teacher: right often, wrong sometimes
         assert r["train_records"]["k4"] > r["train_records"]["k1"]
     # What the miniature measured (seeded; docs/cot-teacher.md): on Last Letter the Fine-tune-CoT student beats
-    # the vanilla one on the same budget and diverse reasoning beats one sample; Coin Flip is learned by all three.
+    # the vanilla one on the same budget and diverse reasoning beats one sample; Coin Flip is learned by all three;
+    # on arithmetic only diverse reasoning beats vanilla (as the reference's Flan-T5 students on MultiArith).
     if "last_letter_concatenation" in results:
         r = results["last_letter_concatenation"]
         assert r["k1"] > r["vanilla"] + 0.1 and r["k4"] > r["k1"]
     if "coin_flip" in results:
         r = results["coin_flip"]
         assert min(r["k1"], r["k4"], r["vanilla"]) > 0.75 and r["k4"] > r["k1"]
+    if "multiarith" in results:
+        r = results["multiarith"]
+        assert r["k4"] > max(r["k1"], r["vanilla"])
