@@ -43,13 +43,14 @@ def load_for_inference(folder: str | Path, *, quantized: bool = True) -> tuple[C
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmft.core.models import load_pretrained, resize_embeddings
+    from llmft.core.models import load_pretrained, resize_embeddings, set_bos
 
     folder = Path(folder)
     config = read_run_config(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    set_bos(tokenizer, config.model.add_bos)
     if is_adapter(folder):
         quantize = quantized and config.adapter.method == "qlora"
         base = load_pretrained(base_model_path(folder, config), config, quantize_4bit=quantize)
