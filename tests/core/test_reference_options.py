@@ -100,3 +100,27 @@ def test_qlora_quantisation_follows_the_adapter_keys():
     assert squad.bnb_4bit_use_double_quant is False
     assert squad.bnb_4bit_compute_dtype == torch.float16
     assert squad.bnb_4bit_quant_type == "nf4"
+
+
+def test_lora_on_lm_head_with_new_tokens_trains_and_reloads(tmp_path, caesar_data):
+    """llama-squad's all-linear LoRA includes lm_head; new tokens then train their input rows only (PEFT
+    cannot put trainable rows on a LoRA layer) and the LoRA on lm_head adapts the output."""
+    from llmft.core.inference import load_for_inference
+
+    train_file, _ = caesar_data
+    config = tiny_config(tmp_path, train_file, adapter={
+        "method": "qlora", "r": 4, "alpha": 8, "new_tokens": ["<blah>"], "double_quant": False,
+        "compute_dtype": "float16", "target_modules": ["q_proj", "v_proj", "lm_head"]}, train={"max_steps": 2})
+    train_run(config, progress=False)
+    _, _, model = load_for_inference(tmp_path / "run" / "final")
+    names = [name for name, _ in model.named_modules()]
+    assert any(name.endswith("lm_head.lora_A") for name in names)
+    assert any(name.endswith("embed_tokens.token_adapter") for name in names)
+    assert not any(name.endswith("lm_head.token_adapter") for name in names)
+
+
+def test_a_schedule_horizon_shorter_than_the_run_is_an_error(tmp_path, caesar_data):
+    train_file, _ = caesar_data
+    config = tiny_config(tmp_path, train_file, train={"max_steps": 10, "lr_schedule_steps": 5})
+    with pytest.raises(LlmftError, match=r"train.lr_schedule_steps \(5\) is shorter than the run \(10 steps\)"):
+        train_run(config, progress=False)

@@ -98,6 +98,9 @@ class TrainConfig:
     lr_scheduler: Literal["constant", "cosine", "linear"] = "constant"
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
+    # The schedule's length in steps, warmup_ratio included (0 = the run's): a run that stops at max_steps part
+    # way through a longer schedule, as llama-squad's 65,000-step cosine read at 10,000 steps.
+    lr_schedule_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     adam_beta1: float = 0.9
@@ -230,6 +233,7 @@ _BOUNDS = [
     ("train", "batch_size", 1, True), ("train", "grad_accum", 1, True), ("train", "learning_rate", 0, False),
     ("train", "max_steps", 0, True), ("train", "epochs", 0, False), ("train", "save_steps", 0, True),
     ("train", "save_total_limit", 1, True), ("train", "logging_steps", 1, True), ("train", "threads", 0, True),
+    ("train", "lr_schedule_steps", 0, True),
     ("train", "warmup_steps", 0, True), ("train", "warmup_ratio", 0, True), ("train", "weight_decay", 0, True),
     ("train", "max_grad_norm", 0, True), ("data", "max_length", 2, True), ("data", "pack_length", 2, True),
     ("eval", "batch_size", 1, True), ("eval", "max_new_tokens", 1, True), ("eval", "num_beams", 1, True),

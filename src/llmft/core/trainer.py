@@ -79,8 +79,11 @@ def train(
             f"grad_accum {config.train.grad_accum} x {world} processes; lower them or add data"
         )
     total_steps = config.train.max_steps or math.ceil(config.train.epochs * steps_per_epoch)
+    horizon = config.train.lr_schedule_steps or total_steps
+    if horizon < total_steps:
+        raise LlmftError(f"train.lr_schedule_steps ({horizon}) is shorter than the run ({total_steps} steps)")
 
-    optimizer, scheduler = _optimizer(model, config, total_steps)
+    optimizer, scheduler = _optimizer(model, config, horizon)
     model, optimizer = accelerator.prepare(model, optimizer)
     step = 0
     if checkpoint is not None:
