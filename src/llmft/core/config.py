@@ -78,7 +78,7 @@ class DataConfig:
 
     train: str = ""
     eval: str = ""
-    max_length: int = 1024  # longer examples are truncated (the completion keeps its end)
+    max_length: int = 1024  # longer examples are cut: the prompt's start first, the EOS always stays
     # "rows": best-fit-decreasing packing into rows of pack_length tokens with per-example position_ids;
     # "group": batches of similar length; "none": random padded batches.
     packing: Literal["rows", "group", "none"] = "rows"

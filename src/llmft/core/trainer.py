@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -62,9 +63,31 @@ def train(
     use_bf16 = config.train.bf16 == "true" or (config.train.bf16 == "auto" and bf16_supported())
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not cuda_available())
     main, barrier = accelerator.is_main_process, accelerator.wait_for_everyone
-    checkpoint = checkpoints.resolve_start(output_dir, resume, overwrite, main)
-    barrier()
+    with _output_lock(output_dir, main):
+        checkpoint = checkpoints.resolve_start(output_dir, resume, overwrite, main)
+        barrier()
+        return _train(config, recipe, accelerator, checkpoint, stop_after_step, progress)
 
+
+def _output_lock(output_dir: Path, main: bool) -> Any:
+    """The run folder's lock on the main process (one training per folder); checks the folder is usable."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise LlmftError(f"train.output_dir {output_dir} is a file, not a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LlmftError(f"train.output_dir {output_dir}: cannot create it ({exc.strerror})") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise LlmftError(f"train.output_dir {output_dir} is not writable")
+    return runs.RunLock(output_dir) if main else contextlib.nullcontext()
+
+
+def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: Path | None, stop_after_step: int,
+           progress: bool) -> TrainResult:
+    import torch
+
+    output_dir = Path(config.train.output_dir)
+    main, barrier = accelerator.is_main_process, accelerator.wait_for_everyone
     tokenizer = run_tokenizer(config, recipe, main, barrier)
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in extra_tokens(config, recipe)]
     model = setup_model(config, tokenizer, new_ids, main, barrier)
