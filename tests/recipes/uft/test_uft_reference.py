@@ -69,6 +69,16 @@ def test_reference_probe_training_reads_fresh_stories_and_learns_the_cue():
     assert accuracy[1]["Dialogue"] < 0.8  # a label the states do not carry stays near chance
 
 
+def test_full_batch_probes_can_train_on_their_own_set_too():
+    rng = random.Random(2)
+    train, test = _records(200, rng), _records(50, rng)
+    tokenizer = train_tokenizer([r["text"] for r in train + test], "char")
+    model = CueModel(tokenizer.convert_tokens_to_ids("#"))
+    accuracy = probe_accuracy(model, tokenizer, test, layers=[1], features=["Twist"], steps=100, lr=0.1,
+                              training="full-batch", train_records=train)
+    assert model.rows == 250 and accuracy[1]["Twist"] >= 0.95
+
+
 def test_reference_probe_optimizer_is_llama2c_adamw(monkeypatch):
     seen = {}
     original = torch.optim.AdamW
