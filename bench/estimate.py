@@ -137,10 +137,13 @@ def meta_initialisation(work: Path, args) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subsets", type=int, default=12)
-    parser.add_argument("--scale", type=float, default=0.05, help="estimate.scale (the reference's default 0.05)")
+    parser.add_argument("--scale", type=float, default=0.0,
+                        help="estimate.scale; 0 = calibrate: the mean |delta|/|theta*| of --calibrate pilot fine-tunes")
+    parser.add_argument("--calibrate", type=int, default=2, help="pilot subsets (another seed) for --scale 0")
     parser.add_argument("--dimension", type=int, default=200)
     parser.add_argument("--epochs", type=float, default=4.0, help="fine-tuning epochs over each subset")
-    parser.add_argument("--lr", type=float, default=5e-3, help="LoRA learning rate (meta-init and fine-tuning)")
+    parser.add_argument("--lr", type=float, default=5e-3, help="the meta-init's LoRA learning rate")
+    parser.add_argument("--finetune-lr", type=float, default=1e-3, help="learning rate of each subset's fine-tune")
     parser.add_argument("--per-task", type=int, default=80)
     parser.add_argument("--eval-per-task", type=int, default=20)
     parser.add_argument("--hidden", type=int, default=64)
@@ -160,6 +163,7 @@ def main() -> None:
     from llmft.core.estimate import (
         cached_gradients,
         estimate_subsets,
+        example_losses,
         first_order_error,
         sample_subsets,
     )
@@ -182,35 +186,53 @@ def main() -> None:
     groups = [r["task"] for r in records]
     params = estimate_parameters(model, "lora")
     theta = [p.detach().clone() for _, p in params]
-    settings = EstimateConfig(project_dimension=args.dimension, scale=args.scale, batch_size=16)
+    theta_norm = sum(float(t.square().sum()) for t in theta) ** 0.5
+
+    def travel(k: int, subset: list[str]) -> list:
+        """Fine-tune `subset` from theta*; return the update (the model is left at theta* + update)."""
+        chosen = [examples[i] for i, g in enumerate(groups) if g in set(subset)]
+        finetune(model, params, chosen, pad_id, args.epochs, args.finetune_lr, 8, seed=k)
+        return [(p.detach() - t).reshape(-1).float() for (_, p), t in zip(params, theta)]
+
+    def reset() -> None:
+        with torch.no_grad():
+            for (_, p), t in zip(params, theta):
+                p.copy_(t)
+
+    scale, calibration_seconds = args.scale, 0.0
+    if not scale:
+        t0 = time.perf_counter()
+        ratios = []
+        for k, subset in enumerate(sample_subsets(groups, args.calibrate, 0.5, seed=1)):
+            ratios.append(sum(float(d.square().sum()) for d in travel(1000 + k, subset)) ** 0.5 / theta_norm)
+            reset()
+        scale = sum(ratios) / len(ratios)
+        calibration_seconds = time.perf_counter() - t0
+    settings = EstimateConfig(project_dimension=args.dimension, scale=scale, batch_size=16)
     subsets = sample_subsets(groups, args.subsets, 0.5, seed=0)
     projection = Projection([(n, p.numel()) for n, p in params], settings.project_dimension, settings.seed)
 
-    # Estimate: one gradient pass (counted), then a regression and an evaluation per subset.
+    # Estimate: one gradient pass (counted, never cached across runs), then a regression and an evaluation
+    # per subset.
     t0 = time.perf_counter()
-    outputs, gradients = cached_gradients(model, examples, pad_id, params, projection, work / "gradients", settings)
+    cache = Path(tempfile.mkdtemp(prefix="gradients-", dir=work))
+    outputs, gradients = cached_gradients(model, examples, pad_id, params, projection, cache, settings)
     gradient_seconds = time.perf_counter() - t0
     rows = estimate_subsets(model, params, projection, gradients, groups, subsets, eval_examples, pad_id, settings)
     estimate_seconds = gradient_seconds + sum(r["seconds"] for r in rows)
 
     # Truth: fine-tune every subset from theta*, evaluate the same way.
-    from llmft.core.estimate import example_losses
 
     meta_loss = float(example_losses(model, eval_examples, pad_id, 64).mean())
     check = examples[:args.approx_examples]
     finetune_seconds = 0.0
     for k, (row, subset) in enumerate(zip(rows, subsets)):
         t0 = time.perf_counter()
-        chosen = [examples[i] for i, g in enumerate(groups) if g in set(subset)]
-        finetune(model, params, chosen, pad_id, args.epochs, args.lr, 8, seed=k)
+        deltas = travel(k, subset)
         row["true_loss"] = float(example_losses(model, eval_examples, pad_id, settings.batch_size).mean())
         finetune_seconds += time.perf_counter() - t0
-        deltas = [(p.detach() - t).reshape(-1).float() for (_, p), t in zip(params, theta)]
-        row["update_norm_ratio"] = (sum(float(d.square().sum()) for d in deltas) ** 0.5
-                                    / sum(float(t.square().sum()) for t in theta) ** 0.5)
-        with torch.no_grad():
-            for (_, p), t in zip(params, theta):
-                p.copy_(t)
+        row["update_norm_ratio"] = sum(float(d.square().sum()) for d in deltas) ** 0.5 / theta_norm
+        reset()
         row["approx_error"], row["approx_error_without_gradient"] = first_order_error(
             model, params, projection, outputs, gradients, check, pad_id, deltas, 16)
         row["relative_error"] = abs(row["loss"] - row["true_loss"]) / row["true_loss"]
@@ -222,8 +244,10 @@ def main() -> None:
     load = os.getloadavg()
     report = {
         "subsets": len(rows), "examples": len(examples), "eval_examples": len(eval_examples),
-        "parameters": sum(p.numel() for _, p in params), "scale": args.scale, "dimension": args.dimension,
-        "epochs": args.epochs, "meta_loss": meta_loss, "meta_seconds": meta_seconds,
+        "parameters": sum(p.numel() for _, p in params), "scale": scale,
+        "calibration_seconds": calibration_seconds, "time_ratio_with_calibration":
+            finetune_seconds / (estimate_seconds + calibration_seconds), "dimension": args.dimension,
+        "epochs": args.epochs, "finetune_lr": args.finetune_lr, "meta_loss": meta_loss, "meta_seconds": meta_seconds,
         "gradient_seconds": gradient_seconds, "estimate_seconds": estimate_seconds,
         "finetune_seconds": finetune_seconds, "time_ratio": finetune_seconds / estimate_seconds,
         "mean_relative_error": mean_error, "spearman": ranks,
@@ -239,7 +263,10 @@ def main() -> None:
               f"{r['approx_error_without_gradient']:9.2e}")
     print(f"meta-init loss {meta_loss:.4f}; mean relative error {mean_error:.2%}; Spearman {ranks:.2f}")
     print(f"time: estimate {estimate_seconds:.1f} s (gradients {gradient_seconds:.1f} s) vs fine-tuning "
-          f"{finetune_seconds:.1f} s -> {finetune_seconds / estimate_seconds:.1f}x")
+          f"{finetune_seconds:.1f} s -> {finetune_seconds / estimate_seconds:.1f}x; scale {scale:.3f}"
+          + (f" calibrated on {args.calibrate} pilot fine-tunes ({calibration_seconds:.1f} s; "
+             f"{finetune_seconds / (estimate_seconds + calibration_seconds):.1f}x counting them)"
+             if calibration_seconds else ""))
     print(f"chosen subset {chosen['subset']}: true loss {chosen['true_loss']:.4f} vs random subset "
           f"{random_true:.4f}")
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.threads} torch thread(s); meta-init "
