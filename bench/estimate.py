@@ -68,7 +68,7 @@ def finetune(model, params, examples, pad_id, epochs: float, lr: float, batch_si
     import torch
 
     from llmft.core.data import collate, single_rows
-    from llmft.core.trainer import token_loss_sum
+    from llmft.core.scoring import token_loss_sum
 
     rng = random.Random(seed)
     order = list(range(len(examples)))
@@ -99,9 +99,9 @@ def finetune(model, params, examples, pad_id, epochs: float, lr: float, batch_si
 
 def meta_initialisation(work: Path, args) -> Path:
     """Stage 1: a tiny Llama trained in full on all tasks; stage 2: a LoRA on it (the meta-init), both on all tasks."""
-    from llmft.core.config import config_from_dict
     from llmft.core.jsonl import write_jsonl
     from llmft.core.trainer import train
+    from llmft.recipes.base import get_recipe, recipe_config
 
     records = task_records(args.per_task + args.eval_per_task, seed=0)
     rng = random.Random(1)
@@ -119,19 +119,19 @@ def meta_initialisation(work: Path, args) -> Path:
                   "tiny": {"hidden_size": args.hidden, "num_layers": 2, "num_heads": 4}},
         "data": {"train": str(train_file), "eval": str(eval_file), "packing": "none"},
     }
-    stage1 = config_from_dict({**common, "adapter": {"method": "full"},
+    stage1 = recipe_config({**common, "adapter": {"method": "full"},
                                "train": {"output_dir": str(work / "stage1"), "max_steps": args.stage1_steps,
                                          "batch_size": 16, "learning_rate": 3e-3, "bf16": "false",
                                          "logging_steps": 50}}, source="bench")
-    train(stage1, progress=False)
-    stage2 = config_from_dict({**common,
+    train(stage1, get_recipe("sft"), progress=False)
+    stage2 = recipe_config({**common,
                                "adapter": {"method": "lora", "r": args.rank, "alpha": args.alpha,
                                            "init_from": str(work / "stage1" / "final"),
                                            "target_modules": args.targets.split(",")},
                                "train": {"output_dir": str(work / "meta"), "max_steps": args.stage2_steps,
                                          "batch_size": 16, "learning_rate": args.lr, "bf16": "false",
                                          "logging_steps": 50}}, source="bench")
-    train(stage2, progress=False)
+    train(stage2, get_recipe("sft"), progress=False)
     return work / "meta" / "final"
 
 
@@ -161,17 +161,17 @@ def main() -> None:
 
     import torch
 
-    from llmft.core.artifacts import load_for_inference
     from llmft.core.config import EstimateConfig
     from llmft.core.data import load_examples
     from llmft.core.estimate import (
         cached_gradients,
         estimate_subsets,
-        example_losses,
         first_order_error,
+        mean_loss,
         sample_subsets,
     )
     from llmft.core.gradients import Projection, estimate_parameters
+    from llmft.core.inference import load_for_inference
     from llmft.core.jsonl import read_jsonl
 
     torch.set_num_threads(args.threads)
@@ -221,7 +221,7 @@ def main() -> None:
         truths = []
         for k, subset in enumerate(pilots):
             travel(1000 + k, subset)
-            truths.append(float(example_losses(model, eval_examples, pad_id, 64).mean()))
+            truths.append(mean_loss(model, eval_examples, pad_id, 64))
             reset()
         grid = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3]
         errors = []
@@ -239,13 +239,13 @@ def main() -> None:
 
     # Truth: fine-tune every subset from theta*, evaluate the same way.
 
-    meta_loss = float(example_losses(model, eval_examples, pad_id, 64).mean())
+    meta_loss = mean_loss(model, eval_examples, pad_id, 64)
     check = examples[:args.approx_examples]
     finetune_seconds = 0.0
     for k, (row, subset) in enumerate(zip(rows, subsets)):
         t0 = time.perf_counter()
         deltas = travel(k, subset)
-        row["true_loss"] = float(example_losses(model, eval_examples, pad_id, settings.batch_size).mean())
+        row["true_loss"] = mean_loss(model, eval_examples, pad_id, settings.batch_size)
         finetune_seconds += time.perf_counter() - t0
         row["update_norm_ratio"] = sum(float(d.square().sum()) for d in deltas) ** 0.5 / theta_norm
         reset()

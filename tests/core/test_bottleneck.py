@@ -100,3 +100,40 @@ def test_bad_specs_are_one_line_errors():
         add_bottlenecks(tiny_llama(), BottleneckSpec(mh_adapter=False, output_adapter=False))
     with pytest.raises(LlmftError, match="reduction_factor = 64 leaves no bottleneck"):
         add_bottlenecks(tiny_llama(), BottleneckSpec(reduction_factor=64))
+
+
+def test_bottleneck_run_trains_only_adapters_saves_reloads_and_refuses_export(tmp_path, caesar_data):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from llmft.core.bottleneck import WEIGHTS_NAME
+    from llmft.core.export import export_merged
+    from llmft.core.inference import load_for_inference
+
+    from ..conftest import tiny_config, train_run
+
+    train_file, _ = caesar_data
+    config = tiny_config(tmp_path, train_file, adapter={"method": "bottleneck", "mh_adapter": True,
+                                                        "output_adapter": True, "reduction_factor": 4},
+                         train={"max_steps": 20, "learning_rate": 2e-2})
+    result = train_run(config, progress=False)
+    first, last = sum(result.losses[:3]) / 3, sum(result.losses[-3:]) / 3
+    assert last < first - 0.05, result.losses
+    folder = tmp_path / "run" / "final"
+    saved = load_file(folder / WEIGHTS_NAME)
+    assert not (folder / "model.safetensors").exists() and len(saved) == 2 * 2 * 4  # layers x sites x tensors
+    assert all(("mh_adapter" in n) or ("output_adapter" in n) for n in saved)
+    _, tokenizer, model = load_for_inference(folder)
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "base-model").eval()
+    reloaded = dict(model.named_parameters())
+    for name, tensor in base.named_parameters():  # the base weights did not move
+        assert torch.equal(reloaded[name], tensor), name
+    ids = tokenizer("shift abc =", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        adapted, plain = model(input_ids=ids).logits, base(input_ids=ids).logits
+        again = load_bottleneck(base, folder)(input_ids=ids).logits
+    assert not torch.allclose(adapted, plain)  # the adapters learned something
+    torch.testing.assert_close(again, adapted, rtol=0, atol=0)
+    with pytest.raises(LlmftError, match="cannot be merged") as caught:
+        export_merged(folder, tmp_path / "exported")
+    assert "\n" not in str(caught.value) and not (tmp_path / "exported").exists()

@@ -6,10 +6,9 @@ from click.testing import CliRunner
 
 from llmft.cli import cli
 from llmft.core.jsonl import write_jsonl
-from llmft.core.trainer import train
 from llmft.recipes.sft.toys import toy_split
 
-from ..conftest import tiny_config
+from ..conftest import tiny_config, train_run
 
 
 def test_estimate_ranks_groups_caches_gradients_and_reports_errors(tmp_path):
@@ -23,7 +22,7 @@ def test_estimate_ranks_groups_caches_gradients_and_reports_errors(tmp_path):
     config = tiny_config(tmp_path, train_file, eval_file,
                          adapter={"method": "lora", "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
                          train={"max_steps": 8, "learning_rate": 1e-2})
-    train(config, progress=False)
+    train_run(config, progress=False)
     folder = tmp_path / "run" / "final"
     args = ["estimate", "--adapter", str(folder), "estimate.group_by=task", "estimate.project_dimension=16",
             "estimate.number_of_subsets=4", "estimate.approximation_examples=6", "estimate.shard_size=32",

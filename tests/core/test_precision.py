@@ -43,3 +43,24 @@ def test_conflicting_settings_are_one_line_errors():
         resolve_precision(config_from_dict(raw), True, True, True)
     with pytest.raises(LlmftError, match="must be one of"):
         config(precision="64-true")
+
+
+def test_trainer_runs_bf16_true_on_cpu_and_refuses_16_mixed(tmp_path, caesar_data):
+    import torch
+    from safetensors.torch import load_file
+
+    from ..conftest import tiny_config, train_run
+
+    train_file, _ = caesar_data
+    config = tiny_config(tmp_path, train_file, adapter={"method": "bottleneck", "reduction_factor": 4},
+                         train={"max_steps": 4, "learning_rate": 2e-2, "precision": "bf16-true", "bf16": "auto"})
+    result = train_run(config, progress=False)
+    assert all(loss == loss for loss in result.losses)  # finite, not NaN
+    saved = load_file(tmp_path / "run" / "final" / "bottleneck.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
+    cpu_only = tiny_config(tmp_path / "b", train_file, train={"precision": "16-mixed", "bf16": "auto"})
+    if torch.cuda.is_available():
+        assert train_run(cpu_only, progress=False).steps == 10
+    else:
+        with pytest.raises(LlmftError, match="'16-mixed' needs a CUDA GPU"):
+            train_run(cpu_only, progress=False)

@@ -23,13 +23,12 @@ def estimate_command(folder: str, out: str | None, overrides: tuple[str, ...]) -
     from pathlib import Path
 
     from llmft.core import runs
-    from llmft.core.artifacts import read_run_config
-    from llmft.core.config import load_config
     from llmft.core.estimate import run_estimate
-    from llmft.recipes.base import get_recipe
+    from llmft.core.inference import read_run_config
+    from llmft.recipes.base import load_recipe_config
 
     read_run_config(folder)  # a clear error for a missing or foreign folder
-    config = load_config(Path(folder) / runs.CONFIG_NAME, list(overrides))
-    _, out_dir = run_estimate(folder, config, get_recipe(config.recipe), out)
+    config, recipe = load_recipe_config(Path(folder) / runs.CONFIG_NAME, overrides)
+    _, out_dir = run_estimate(folder, config, recipe, out)
     click.echo((out_dir / "table.txt").read_text().rstrip())
     click.echo(f"results in {out_dir}")

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import random
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from llmft.core.config import Config, EstimateConfig
 from llmft.core.data import TokenizedExample, collate, single_rows
 from llmft.core.errors import LlmftError
 from llmft.core.gradients import Projection, gold_logit_outputs, outputs_and_projected_gradients
+from llmft.core.scoring import example_losses
 
 
 def logistic_regression(x: Any, labels: Any, c: float, iterations: int = 50) -> tuple[Any, float]:
@@ -99,21 +101,10 @@ def scaled_update(projection: Projection, weights: Any, norm: float) -> list[Any
     return [piece * (norm / max(total, 1e-30)) for piece in pieces]
 
 
-def example_losses(model: Any, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int) -> Any:
-    """Mean next-token cross-entropy over each example's trained tokens [N]."""
-    import torch
-    import torch.nn.functional as F
-
-    device = next(model.parameters()).device
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(examples), batch_size):
-            batch = collate(single_rows(examples[start:start + batch_size]), pad_id, packed=False)
-            logits = model(input_ids=batch["input_ids"].to(device), use_cache=False).logits[:, :-1].float()
-            targets = batch["labels"][:, 1:].to(device)
-            losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
-            out.append(((losses.sum(1) / (targets != -100).sum(1).clamp(min=1))).cpu())
-    return torch.cat(out)
+def mean_loss(model: Any, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int) -> float:
+    """The mean over examples of each one's mean next-token loss (the reference's validation loss)."""
+    losses = example_losses(model, examples, pad_id, batch_size=batch_size, reduction="mean")
+    return sum(losses) / len(losses)
 
 
 def example_outputs(model: Any, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int) -> Any:
@@ -228,7 +219,7 @@ def estimate_subsets(model: Any, params: Sequence[tuple[str, Any]], projection: 
         deltas = scaled_update(projection, weights, norm)
         row: dict[str, Any] = {"subset": k, "groups": list(subset), "examples": len(indices)}
         with moved(params, deltas):
-            row["loss"] = float(example_losses(model, eval_examples, pad_id, settings.batch_size).mean())
+            row["loss"] = mean_loss(model, eval_examples, pad_id, settings.batch_size)
             if on_model is not None:
                 on_model(k, row, deltas)
         row["seconds"] = time.perf_counter() - started
@@ -299,9 +290,9 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
                  progress: bool = True) -> tuple[dict, Path]:
     """The estimate for a meta-initialisation run folder as `config.estimate` says; writes estimate.json and
     table.txt under `out` (default: beside the run's eval folders) and returns (report, out)."""
-    from llmft.core.artifacts import load_for_inference
     from llmft.core.data import load_examples
     from llmft.core.gradients import estimate_parameters
+    from llmft.core.inference import load_for_inference
     from llmft.core.jsonl import read_jsonl
 
     folder = Path(folder)
@@ -313,10 +304,9 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
     out_dir = Path(out) if out else default_estimate_dir(folder)
     _, tokenizer, model = load_for_inference(folder)
     custom = (lambda record: recipe.tokenize(record, tokenizer, config)) if recipe is not None else None
-    records = read_jsonl(data_path, what="estimate.data")
-    examples = load_examples(data_path, tokenizer, config.data.max_length, custom, what="estimate.data")
-    if settings.max_examples:
-        records, examples = records[:settings.max_examples], examples[:settings.max_examples]
+    records = read_jsonl(data_path, what="estimate.data")[:settings.max_examples or None]
+    examples = load_examples(data_path, tokenizer, config.data.max_length, custom, what="estimate.data",
+                             limit=settings.max_examples)
     eval_examples = load_examples(eval_path, tokenizer, config.data.max_length, custom, what="estimate.eval_data")
     groups = config_groups(records, settings, "estimate.data")
     params = estimate_parameters(model, config.adapter.method)
@@ -339,13 +329,16 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
             from llmft.core.generation import HFGenerator
 
             generator = HFGenerator(model, tokenizer, batch_size=config.eval.batch_size)
-            metrics = recipe.evaluate(generator, config, out_dir / f"subset-{k}")
+            subset_dir = out_dir / f"subset-{k}"
+            shutil.rmtree(subset_dir, ignore_errors=True)  # results of other weights must not be resumed
+            subset_dir.mkdir(parents=True)
+            metrics = recipe.evaluate(generator, config, subset_dir)
             row.update({key: v for key, v in metrics.items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
     rows = estimate_subsets(model, params, projection, gradients, groups, subsets, eval_examples, pad_id,
                             settings, on_model)
-    meta_loss = float(example_losses(model, eval_examples, pad_id, settings.batch_size).mean())
+    meta_loss = mean_loss(model, eval_examples, pad_id, settings.batch_size)
     ranking = [{"group": g, "score": s, "subsets": n}
                for g, s, n in group_scores([r["groups"] for r in rows], [r["loss"] for r in rows])]
     best = min(rows, key=lambda r: r["loss"])

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from llmft.core import runs
+from llmft.core.bottleneck import is_bottleneck_folder
+from llmft.core.errors import LlmftError
 from llmft.core.inference import is_adapter, load_for_inference
 
 # A neutral probe for the merged-vs-adapter logit check: letters, digits, punctuation, no recipe's format.
@@ -21,6 +23,9 @@ def export_merged(folder: str | Path, out: str | Path, dtype: str = "auto") -> d
     import torch
 
     folder, out = Path(folder), Path(out)
+    if is_bottleneck_folder(folder):
+        raise LlmftError(f"{folder}: bottleneck adapters are non-linear and cannot be merged into the base weights; "
+                         "use the run folder itself (llmft eval/serve, or llmft.core.bottleneck.load_bottleneck)")
     config, tokenizer, model = load_for_inference(folder, quantized=False)
     probe = tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"][:, :64].to(next(model.parameters()).device)
     with torch.no_grad():
