@@ -87,3 +87,18 @@ def test_projection_is_seeded_and_lift_is_p_times_w():
     torch.testing.assert_close(torch.cat(one.lift(w)), one.dense() @ w)
     v = torch.randn(17)
     torch.testing.assert_close(one.reduce([v[:10], v[10:]]), one.dense().T @ v)
+
+
+def test_batched_gradients_agree_with_the_core_per_example_gradients():
+    """With the per-example loss as output, the batched hooks reproduce scoring.per_example_gradients x P."""
+    from llmft.core.scoring import per_example_gradients, token_losses
+
+    model, method = bottleneck_model()
+    params = estimate_parameters(model, method)
+    assert [n for n, _ in params] == [n for n, p in model.named_parameters() if p.requires_grad]
+    projection = Projection([(n, p.numel()) for n, p in params], dim=12, seed=5)
+    items = examples()
+    _, projected = outputs_and_projected_gradients(model, items, 0, params, projection,
+                                                   output=lambda logits, labels: token_losses(logits, labels).sum(1))
+    dense = torch.stack(list(per_example_gradients(model, items, 0, reduction="sum")))
+    torch.testing.assert_close(projected, dense @ projection.dense(), atol=1e-4, rtol=1e-4)

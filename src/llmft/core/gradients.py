@@ -13,7 +13,7 @@ equals a separate backward per example (tested against that).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,8 +121,10 @@ def _linear_owners(model: Any, params: Sequence[tuple[str, Any]]) -> list[tuple[
 
 
 def outputs_and_projected_gradients(model: Any, examples: Sequence[TokenizedExample], pad_id: int,
-                                    params: Sequence[tuple[str, Any]], projection: Projection) -> tuple[Any, Any]:
-    """(f [B], projected per-example gradients [B, d]) for one batch, from one forward and backward."""
+                                    params: Sequence[tuple[str, Any]], projection: Projection,
+                                    output: Callable[[Any, Any], Any] = gold_logit_outputs) -> tuple[Any, Any]:
+    """(f [B], projected per-example gradients [B, d]) for one batch, from one forward and backward;
+    `output(logits, labels)` gives each example's scalar (default: the reference's f_i)."""
     import torch
 
     owners = _linear_owners(model, params)
@@ -148,7 +150,7 @@ def outputs_and_projected_gradients(model: Any, examples: Sequence[TokenizedExam
         device = params[0][1].device
         with torch.enable_grad():
             logits = model(input_ids=batch["input_ids"].to(device), use_cache=False).logits
-            outputs = gold_logit_outputs(logits, batch["labels"].to(device))
+            outputs = output(logits, batch["labels"].to(device))
             torch.autograd.grad(outputs.sum(), [p for _, p in params])
     finally:
         for handle in handles:
