@@ -131,6 +131,9 @@ class EstimateConfig:
     data: str = ""  # JSONL whose per-example gradients are taken; "" = data.train
     eval_data: str = ""  # JSONL the estimated models' loss is measured on; "" = data.eval
     max_examples: int = 0  # 0 = all of `data`
+    # f_i whose gradients are taken: "logit" = the reference's mean gold-token log-odds; "loss" = minus the
+    # mean token loss (an option of ours: the direction fine-tuning itself starts along).
+    output: Literal["logit", "loss"] = "logit"
     project_dimension: int = 200  # d of the random projection
     seed: int = 0  # projection matrix, random labels and sampled subsets
     scale: float = 0.05  # |update| = scale x |meta-initialisation's adapter parameters|

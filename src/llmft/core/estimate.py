@@ -24,7 +24,7 @@ from llmft.core import runs
 from llmft.core.config import Config, EstimateConfig
 from llmft.core.data import TokenizedExample, collate, single_rows
 from llmft.core.errors import LlmftError
-from llmft.core.gradients import Projection, gold_logit_outputs, outputs_and_projected_gradients
+from llmft.core.gradients import OUTPUTS, Projection, outputs_and_projected_gradients
 from llmft.core.scoring import example_losses
 
 
@@ -107,7 +107,8 @@ def mean_loss(model: Any, examples: Sequence[TokenizedExample], pad_id: int, bat
     return sum(losses) / len(losses)
 
 
-def example_outputs(model: Any, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int) -> Any:
+def example_outputs(model: Any, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int,
+                    output: str = "logit") -> Any:
     """f_i without gradients [N]."""
     import torch
 
@@ -117,7 +118,7 @@ def example_outputs(model: Any, examples: Sequence[TokenizedExample], pad_id: in
         for start in range(0, len(examples), batch_size):
             batch = collate(single_rows(examples[start:start + batch_size]), pad_id, packed=False)
             logits = model(input_ids=batch["input_ids"].to(device), use_cache=False).logits
-            out.append(gold_logit_outputs(logits, batch["labels"].to(device)).cpu())
+            out.append(OUTPUTS[output](logits, batch["labels"].to(device)).cpu())
     return torch.cat(out)
 
 
@@ -142,6 +143,7 @@ def cached_gradients(model: Any, examples: Sequence[TokenizedExample], pad_id: i
     from safetensors.torch import load_file, save_file
 
     meta = {"fingerprint": fingerprint(examples, params), "examples": len(examples), "dimension": projection.dim,
+            "output": settings.output,
             "seed": projection.seed, "shard_size": settings.shard_size}
     meta_file = folder / "meta.json"
     if meta_file.is_file() and json.loads(meta_file.read_text()) != meta:
@@ -155,7 +157,8 @@ def cached_gradients(model: Any, examples: Sequence[TokenizedExample], pad_id: i
         if not shard.is_file():
             chunk = examples[start:start + settings.shard_size]
             pieces = [outputs_and_projected_gradients(model, chunk[i:i + settings.batch_size], pad_id, params,
-                                                      projection) for i in range(0, len(chunk), settings.batch_size)]
+                                                      projection, OUTPUTS[settings.output])
+                      for i in range(0, len(chunk), settings.batch_size)]
             staged = shard.with_name(f".{shard.name}.tmp")
             save_file({"outputs": torch.cat([p[0] for p in pieces]).contiguous(),
                        "gradients": torch.cat([p[1] for p in pieces]).contiguous()}, staged)
@@ -229,7 +232,7 @@ def estimate_subsets(model: Any, params: Sequence[tuple[str, Any]], projection: 
 
 def first_order_error(model: Any, params: Sequence[tuple[str, Any]], projection: Projection, outputs: Any,
                       gradients: Any, examples: Sequence[TokenizedExample], pad_id: int, deltas: Sequence[Any],
-                      batch_size: int) -> tuple[float, float]:
+                      batch_size: int, output: str = "logit") -> tuple[float, float]:
     """The reference's approximation error of f at theta* + delta on `examples` (the first rows of the cache);
     g_i.delta is recovered through P's pseudo-inverse: g~_i (P^T P)^-1 P^T delta."""
     import torch
@@ -238,7 +241,7 @@ def first_order_error(model: Any, params: Sequence[tuple[str, Any]], projection:
     coordinates = torch.linalg.solve(projection.gram().double(), projection.reduce(deltas).double())
     first_order = (gradients[:n].double() @ coordinates).float()
     with moved(params, deltas):
-        after = example_outputs(model, examples, pad_id, batch_size)
+        after = example_outputs(model, examples, pad_id, batch_size, output)
     return approximation_error(outputs[:n], first_order, after)
 
 
@@ -324,7 +327,8 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
     def on_model(k: int, row: dict, deltas: list) -> None:
         if check:
             row["approx_error"], row["approx_error_without_gradient"] = first_order_error(
-                model, params, projection, outputs, gradients, check, pad_id, deltas, settings.batch_size)
+                model, params, projection, outputs, gradients, check, pad_id, deltas, settings.batch_size,
+                settings.output)
         if settings.metric and recipe is not None:
             from llmft.core.generation import HFGenerator
 

@@ -59,6 +59,17 @@ def gold_logit_outputs(logits: Any, labels: Any) -> Any:
     return (odds * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
+def negative_loss_outputs(logits: Any, labels: Any) -> Any:
+    """f_i = minus the mean next-token loss over trained positions [B] (an option; not the reference's)."""
+    from llmft.core.scoring import token_losses
+
+    losses = token_losses(logits, labels)
+    return -losses.sum(1) / (labels[:, 1:] != -100).sum(1).clamp(min=1)
+
+
+OUTPUTS: dict[str, Callable[[Any, Any], Any]] = {"logit": gold_logit_outputs, "loss": negative_loss_outputs}
+
+
 @dataclass
 class Projection:
     """P in {+-1/sqrt(d)}^{D x d}, one block per parameter, each from its own seeded generator."""
