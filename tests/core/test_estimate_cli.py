@@ -54,3 +54,29 @@ def test_estimate_ranks_groups_caches_gradients_and_reports_errors(tmp_path):
 
     bad = CliRunner().invoke(cli, [*args[:3], "estimate.group_by=missing"])
     assert bad.exit_code == 2 and "has no such field" in bad.output
+
+
+def test_estimate_against_a_real_fine_tune_of_the_meta_initialisation(tmp_path):
+    records = []
+    for seed, task in enumerate(("caesar", "reverse")):
+        records += [{**r, "task": task} for r in toy_split(task, 16, 0, seed=seed)[0]]
+    data = write_jsonl(tmp_path / "all.jsonl", records)
+    subset = write_jsonl(tmp_path / "caesar.jsonl", [r for r in records if r["task"] == "caesar"])
+    meta = tiny_config(tmp_path / "meta", data, data, train={"max_steps": 8, "learning_rate": 1e-2})
+    train_run(meta, progress=False)
+    meta_folder = tmp_path / "meta" / "run" / "final"
+    tuned = tiny_config(tmp_path / "ft", subset, data, adapter={"method": "full", "init_from": str(meta_folder)},
+                        train={"max_steps": 6, "learning_rate": 3e-3})
+    train_run(tuned, progress=False)
+    run = tmp_path / "ft" / "run" / "final"
+    args = ["estimate", "--adapter", str(meta_folder), "estimate.group_by=task", "estimate.project_dimension=16",
+            "estimate.number_of_subsets=2", "estimate.approximation_examples=6", f'estimate.finetuned=["{run}"]']
+    done = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    (row,) = json.loads((tmp_path / "meta" / "run" / "estimate" / "final" / "estimate.json").read_text())["finetuned"]
+    assert row["examples"] == 16  # the caesar records, found by content
+    assert abs(row["relative_error"] - abs(row["loss"] - row["true_loss"]) / row["true_loss"]) < 1e-12
+    assert row["update_norm_ratio"] > 0 and row["approx_error"] >= 0 and row["approx_error_without_gradient"] > 0
+    assert "real fine-tunes" in done.output
+    wrong = CliRunner().invoke(cli, [*args[:-1], f'estimate.finetuned=["{meta_folder}"]'])
+    assert wrong.exit_code == 2 and "must fine-tune" in wrong.output

@@ -148,6 +148,9 @@ class EstimateConfig:
     subsets: list[list[str]] = field(default_factory=list)  # given subsets (group names) instead of sampled ones
     approximation_examples: int = 0  # > 0: the first-order approximation error on this many examples
     metric: bool = False  # also run the recipe's evaluation on each estimated model
+    # Real fine-tunes of the meta-initialisation (full runs with adapter.init_from = it) to compare with: each
+    # one's true loss beside the estimate for its data.train records, and its update's approximation error.
+    finetuned: list[str] = field(default_factory=list)
 
 
 SECTIONS: dict[str, type] = {

@@ -282,6 +282,47 @@ def config_groups(records: Sequence[dict], settings: EstimateConfig, what: str) 
     return [str(r[settings.group_by]) for r in records]
 
 
+def record_key(record: dict) -> str:
+    """What identifies a training record across files: its text fields."""
+    return json.dumps({k: record.get(k) for k in ("prompt", "completion", "text", "messages")}, sort_keys=True)
+
+
+def against_finetuned(run: Path, meta: Path, model: Any, params: Sequence[tuple[str, Any]], projection: Projection,
+                      cache: tuple[Any, Any], records: Sequence[dict], eval_examples: Sequence[TokenizedExample],
+                      check: Sequence[TokenizedExample], pad_id: int, settings: EstimateConfig) -> dict:
+    """A real fine-tune of the meta-initialisation on some of the records: its true loss beside the estimate of
+    the same subset, and the approximation error of its own update delta = theta_ft - theta*."""
+    import torch
+
+    from llmft.core.inference import load_for_inference, read_run_config
+    from llmft.core.jsonl import read_jsonl
+
+    config = read_run_config(run)
+    if config.adapter.method != "full" or not config.adapter.init_from or \
+            Path(config.adapter.init_from).resolve() != meta.resolve():
+        raise LlmftError(f"estimate.finetuned: {run} must fine-tune {meta} itself (adapter.method = 'full', "
+                         f"adapter.init_from = '{meta}') so that its update is in theta*'s coordinates")
+    wanted = {record_key(r) for r in read_jsonl(config.data.train, what=f"{run}: data.train")}
+    marks = ["in" if record_key(r) in wanted else "out" for r in records]
+    if "in" not in marks:
+        raise LlmftError(f"estimate.finetuned: no record of {config.data.train} is in the estimate's data")
+    outputs, gradients = cache
+    (row,) = estimate_subsets(model, params, projection, gradients, marks, [["in"]], eval_examples, pad_id, settings)
+    _, _, tuned = load_for_inference(run)
+    tuned_params = dict(tuned.named_parameters())
+    deltas = [(tuned_params[n].detach().to(p.device).float() - p.detach().float()).reshape(-1) for n, p in params]
+    true_loss = mean_loss(tuned, eval_examples, pad_id, settings.batch_size)
+    out = {"run": str(run), "examples": row["examples"], "loss": row["loss"], "true_loss": true_loss,
+           "relative_error": abs(row["loss"] - true_loss) / true_loss,
+           "update_norm_ratio": float(torch.cat(deltas).norm() / torch.cat([p.detach().reshape(-1).float()
+                                                                             for _, p in params]).norm())}
+    if check:
+        out["approx_error"], out["approx_error_without_gradient"] = first_order_error(
+            model, params, projection, outputs, gradients, check, pad_id, deltas, settings.batch_size,
+            settings.output)
+    return out
+
+
 def describe(config: Config) -> dict[str, Any]:
     """The settings that fix an estimate's result (saved beside it)."""
     from dataclasses import asdict
@@ -343,17 +384,22 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
     rows = estimate_subsets(model, params, projection, gradients, groups, subsets, eval_examples, pad_id,
                             settings, on_model)
     meta_loss = mean_loss(model, eval_examples, pad_id, settings.batch_size)
+    finetuned = [against_finetuned(Path(run), folder, model, params, projection, (outputs, gradients), records,
+                                   eval_examples, check, pad_id, settings) for run in settings.finetuned]
     ranking = [{"group": g, "score": s, "subsets": n}
                for g, s, n in group_scores([r["groups"] for r in rows], [r["loss"] for r in rows])]
     best = min(rows, key=lambda r: r["loss"])
     report = {"run": str(folder), "settings": describe(config), "examples": len(examples),
               "eval_examples": len(eval_examples), "parameters": sum(p.numel() for _, p in params),
               "meta_loss": meta_loss, "gradient_seconds": gradient_seconds, "subsets": rows,
-              "chosen_subset": best["subset"], "ranking": ranking}
+              "chosen_subset": best["subset"], "ranking": ranking, "finetuned": finetuned}
     runs.atomic_write_json(out_dir / "estimate.json", report)
     columns = ["subset", "examples", "loss", *[c for c in rows[0] if c not in ("subset", "examples", "loss",
                                                                               "groups", "seconds")], "groups"]
     text = (format_table(rows, columns) + f"\n\nmeta-initialisation loss {meta_loss:.4f}; chosen subset "
             f"{best['subset']}\n\n" + format_table(ranking, ["group", "score", "subsets"]))
+    if finetuned:
+        text += "\n\nreal fine-tunes vs the estimate of the same records\n" + format_table(
+            finetuned, [c for c in finetuned[0] if c != "run"] + ["run"])
     runs.atomic_write_text(out_dir / "table.txt", text + "\n")
     return report, out_dir
