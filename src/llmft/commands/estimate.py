@@ -23,7 +23,7 @@ def estimate_command(folder: str, out: str | None, overrides: tuple[str, ...]) -
     from pathlib import Path
 
     from llmft.core import runs
-    from llmft.core.estimate import run_estimate
+    from llmft.core.estimate_run import run_estimate
     from llmft.core.inference import read_run_config
     from llmft.recipes.base import load_recipe_config
 

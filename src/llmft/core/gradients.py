@@ -100,7 +100,9 @@ class Projection:
 
     def lift(self, weights: Any) -> list[Any]:
         """P w, split per parameter (flat fp32 tensors)."""
-        w = weights.to(__import__("torch").float32)
+        import torch
+
+        w = weights.to(torch.float32)
         return [self.block(i) @ w for i in range(len(self.shapes))]
 
     def reduce(self, pieces: Sequence[Any]) -> Any:
