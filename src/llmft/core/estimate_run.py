@@ -127,6 +127,8 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
             raise LlmftError(f"{key}: file not found: {path or '(not set)'}")
     out_dir = Path(out) if out else default_estimate_dir(folder)
     _, tokenizer, model = load_for_inference(folder)
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise LlmftError(f"{folder}: the estimate takes decoder-only (causal LM) runs; this one is encoder-decoder")
     custom = (lambda record: recipe.tokenize(record, tokenizer, config)) if recipe is not None else None
     records = read_jsonl(data_path, what="estimate.data")[:settings.max_examples or None]
     examples = load_examples(data_path, tokenizer, config.data.max_length, custom, what="estimate.data",
