@@ -22,7 +22,14 @@ from llmft.core import checkpoints, runs
 from llmft.core.config import Config, config_to_toml
 from llmft.core.data import IGNORE, batch_order, collate
 from llmft.core.errors import LlmftError
-from llmft.core.model_setup import TrainingHooks, build_rows, extra_tokens, run_tokenizer, setup_model
+from llmft.core.model_setup import (
+    TrainingHooks,
+    build_rows,
+    extra_tokens,
+    row_widths,
+    run_tokenizer,
+    setup_model,
+)
 from llmft.core.scoring import token_loss_sum
 from llmft.core.train_log import TrainLog
 
@@ -94,7 +101,13 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     rows = build_rows(config, recipe, tokenizer)
     packed = config.data.packing == "rows"
     world, rank = accelerator.num_processes, accelerator.process_index
-    batches_per_epoch = math.ceil(len(rows) / config.train.batch_size)
+    widths = row_widths(config, max(len(row.input_ids) for row in rows))
+    strategy = "group" if config.data.packing == "group" else "random"
+
+    def epoch_order(epoch: int) -> list[list[int]]:
+        return batch_order(rows, config.train.batch_size, config.train.seed, epoch, strategy, widths)
+
+    batches_per_epoch = len(epoch_order(0))
     steps_per_epoch = batches_per_epoch // (config.train.grad_accum * world)
     if steps_per_epoch == 0:
         raise LlmftError(
@@ -122,8 +135,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     started, real_tokens = time.perf_counter(), 0
     while step < total_steps:
         epoch, index = divmod(step, steps_per_epoch)
-        order = batch_order(rows, config.train.batch_size, config.train.seed, epoch,
-                            "group" if config.data.packing == "group" else "random")
+        order = epoch_order(epoch)
         micro = [order[(index * config.train.grad_accum + g) * world + rank]
                  for g in range(config.train.grad_accum)]
         batches = [collate([rows[i] for i in indices], tokenizer.pad_token_id, packed) for indices in micro]
