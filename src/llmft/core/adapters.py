@@ -1,8 +1,9 @@
 """What trains: full weights, LoRA, QLoRA, new-token embeddings (prompt tuning), LoRA + new tokens, or
 bottleneck adapters (core/bottleneck.py, not PEFT).
 
-LoRA and prompt tuning are built on PEFT: LoRA layers from `LoraConfig`, new-token rows from `trainable_token_indices` (LoRA) or
-`TrainableTokensConfig` (embeddings only), so adapters reload with plain `PeftModel.from_pretrained`.
+LoRA and prompt tuning are built on PEFT: LoRA layers from `LoraConfig`, new-token rows from
+`trainable_token_indices` (LoRA) or `TrainableTokensConfig` (embeddings only), so adapters reload with plain
+`PeftModel.from_pretrained`.
 """
 
 from __future__ import annotations
