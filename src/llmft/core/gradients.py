@@ -146,11 +146,11 @@ def outputs_and_projected_gradients(model: Any, examples: Sequence[TokenizedExam
     handles = []
 
     def capture(key: int) -> Any:
-        def hook(module: Any, args: Any, output: Any) -> None:
+        def hook(module: Any, args: Any, result: Any) -> None:
             if "x" in saved[key]:
                 raise LlmftError("the estimate needs each adapter layer called once per forward pass")
             saved[key]["x"] = args[0].detach()
-            output.register_hook(lambda grad: saved[key].__setitem__("delta", grad.detach()))
+            result.register_hook(lambda grad: saved[key].__setitem__("delta", grad.detach()))
         return hook
 
     for key, module in modules.items():
@@ -158,6 +158,8 @@ def outputs_and_projected_gradients(model: Any, examples: Sequence[TokenizedExam
     requires = [p.requires_grad for _, p in params]
     for _, p in params:
         p.requires_grad_(True)
+    was_training = model.training
+    model.eval()  # as the reference's predict step: no dropout
     try:
         batch = collate(single_rows(examples), pad_id, packed=False)
         device = params[0][1].device
@@ -170,10 +172,12 @@ def outputs_and_projected_gradients(model: Any, examples: Sequence[TokenizedExam
             handle.remove()
         for (_, p), flag in zip(params, requires):
             p.requires_grad_(flag)
+        model.train(was_training)
     projected = torch.zeros(len(examples), projection.dim)
     for index, (module, kind) in enumerate(owners):
         x, delta = saved[id(module)]["x"].float(), saved[id(module)]["delta"].float()
         x, delta = x.reshape(len(examples), -1, x.shape[-1]), delta.reshape(len(examples), -1, delta.shape[-1])
         per_example = torch.einsum("bto,bti->boi", delta, x) if kind == "weight" else delta.sum(1)
-        projected += per_example.reshape(len(examples), -1).cpu() @ projection.block(index)
+        block = projection.block(index).to(per_example.device)
+        projected += (per_example.reshape(len(examples), -1) @ block).cpu()
     return outputs.detach().float().cpu(), projected
