@@ -94,7 +94,7 @@ def row_widths(config: Config, widest: int = 0) -> list[int]:
 def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
                 barrier: Callable[[], None]) -> Any:
     """Base model (hub, local, tiny from config, or an init_from run merged), resized, wrapped in its adapter."""
-    from llmft.core.adapters import apply_adapter, trainable_summary, uses_peft
+    from llmft.core.adapters import apply_adapter, keeps_base, trainable_summary
     from llmft.core.models import build_tiny_model, is_tiny, load_pretrained, resize_embeddings
 
     quantize = config.adapter.method == "qlora"
@@ -105,7 +105,7 @@ def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
         barrier()
         model = load_pretrained(str(base_dir), config, quantize_4bit=quantize)
     elif is_tiny(config):
-        if main and not base_dir.exists() and (uses_peft(config) or quantize):
+        if main and not base_dir.exists() and (keeps_base(config) or quantize):
             staged = runs.staging_dir(base_dir)
             build_tiny_model(config, tokenizer).save_pretrained(staged)
             tokenizer.save_pretrained(staged)

@@ -63,17 +63,19 @@ def train(
     from accelerate import Accelerator
 
     from llmft.core.models import bf16_supported, cuda_available
+    from llmft.core.precision import resolve_precision
 
     output_dir = Path(config.train.output_dir)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    use_bf16 = config.train.bf16 == "true" or (config.train.bf16 == "auto" and bf16_supported())
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not cuda_available())
+    cuda = cuda_available()
+    precision = resolve_precision(config, cuda, cuda and torch.cuda.is_bf16_supported(), bf16_supported())
+    accelerator = Accelerator(mixed_precision=precision.mixed_precision, cpu=not cuda)
     main, barrier = accelerator.is_main_process, accelerator.wait_for_everyone
     with _output_lock(output_dir, main):
         checkpoint = checkpoints.resolve_start(output_dir, resume, overwrite, main)
         barrier()
-        return _train(config, recipe, accelerator, checkpoint, stop_after_step, progress)
+        return _train(config, recipe, accelerator, checkpoint, stop_after_step, progress, precision.weight_dtype)
 
 
 def _output_lock(output_dir: Path, main: bool) -> Any:
@@ -90,7 +92,7 @@ def _output_lock(output_dir: Path, main: bool) -> Any:
 
 
 def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: Path | None, stop_after_step: int,
-           progress: bool) -> TrainResult:
+           progress: bool, weight_dtype: str = "") -> TrainResult:
     import torch
 
     output_dir = Path(config.train.output_dir)
@@ -98,6 +100,8 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     tokenizer = run_tokenizer(config, recipe, main, barrier)
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in extra_tokens(config, recipe)]
     model = setup_model(config, tokenizer, new_ids, main, barrier)
+    if weight_dtype and config.adapter.method != "qlora":  # a 4-bit base keeps its own dtypes
+        model = model.to(getattr(torch, weight_dtype))
     rows = build_rows(config, recipe, tokenizer)
     packed = config.data.packing == "rows"
     world, rank = accelerator.num_processes, accelerator.process_index
