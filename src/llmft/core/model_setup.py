@@ -54,6 +54,8 @@ def run_tokenizer(config: Config, recipe: TrainingHooks, main: bool, barrier: Ca
     """The tokenizer kept in the run folder (built once by the main process, reloaded by every rank)."""
     from transformers import AutoTokenizer
 
+    from llmft.core.models import set_bos
+
     tokenizer_dir = Path(config.train.output_dir) / runs.TOKENIZER_DIR
     if main and not tokenizer_dir.exists():
         tokenizer = build_tokenizer(config, recipe)
@@ -64,6 +66,7 @@ def run_tokenizer(config: Config, recipe: TrainingHooks, main: bool, barrier: Ca
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    set_bos(tokenizer, config.model.add_bos)
     return tokenizer
 
 

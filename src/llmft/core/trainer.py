@@ -119,8 +119,11 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
             f"grad_accum {config.train.grad_accum} x {world} processes; lower them or add data"
         )
     total_steps = config.train.max_steps or math.ceil(config.train.epochs * steps_per_epoch)
+    horizon = config.train.lr_schedule_steps or total_steps
+    if horizon < total_steps:
+        raise LlmftError(f"train.lr_schedule_steps ({horizon}) is shorter than the run ({total_steps} steps)")
 
-    optimizer, scheduler = _optimizer(model, config, total_steps)
+    optimizer, scheduler = _optimizer(model, config, horizon)
     model, optimizer = accelerator.prepare(model, optimizer)
     step = 0
     if checkpoint is not None:
@@ -144,10 +147,13 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
                  for g in range(config.train.grad_accum)]
         batches = [collate([rows[i] for i in indices], tokenizer.pad_token_id, packed) for indices in micro]
         seen += [i for indices in micro for i in indices]
-        local = torch.tensor([float((b["labels"][:, 1:] != IGNORE).sum()) for b in batches]).sum().to(device)
-        window = accelerator.reduce(local.clone(), reduction="sum")
-        if float(local) == 0:
+        tokens = sum(float((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+        if tokens == 0:
             raise LlmftError(f"step {step + 1}: a batch has no trained tokens (check the data's loss mask)")
+        # The loss divides by the window's trained tokens, or by its examples (a packed row holds several).
+        examples = sum(rows[i].examples for indices in micro for i in indices)
+        local = torch.tensor(float(examples if config.train.loss_reduction == "sequence" else tokens)).to(device)
+        window = accelerator.reduce(local.clone(), reduction="sum")
         loss_sum = torch.zeros((), device=device)
         for g, batch in enumerate(batches):
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -156,7 +162,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
                 with accelerator.autocast():
                     logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
                 summed = token_loss_sum(logits, batch["labels"])
-                # DDP averages gradients over ranks: scale so the sum over the window / all tokens results.
+                # DDP averages gradients over ranks: scale so the sum over the window / its denominator results.
                 accelerator.backward(summed * world / window)
             loss_sum += summed.detach()
             real_tokens += sum(len(rows[i].input_ids) for i in micro[g])
@@ -199,7 +205,7 @@ def _optimizer(model: Any, config: Config, total_steps: int) -> tuple[Any, Any]:
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.train.learning_rate, fused=fused,
+        lr=config.train.learning_rate, betas=(config.train.adam_beta1, config.train.adam_beta2), fused=fused,
     )
     warmup = config.train.warmup_steps or int(config.train.warmup_ratio * total_steps)
     name = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}[config.train.lr_scheduler]
