@@ -1,7 +1,9 @@
 """An in-test HTTP server speaking the OpenAI completions and chat formats over any Generator.
 
-Concurrent requests with the same decoding settings are answered by one batched `generate` call (a server's
-continuous batching in miniature), so a teacher sending parallel single-prompt requests stays fast.
+Concurrent requests with the same decoding settings (seed included) are answered by one batched `generate`
+call (a server's continuous batching in miniature), so a teacher sending parallel single-prompt requests stays
+fast. A batch closes after `quiet` seconds without a new request and is sorted by prompt, so sampled answers
+do not depend on the order or timing in which the requests arrived.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ class OpenAIStub:
     `requests` records every request body; `fail_after` makes every request after that many answer HTTP 400.
     """
 
-    def __init__(self, generator: Any, model: str = "teacher", fail_after: int | None = None):
+    def __init__(self, generator: Any, model: str = "teacher", fail_after: int | None = None, quiet: float = 0.25):
         self.generator = generator
+        self.quiet = quiet
         self.model = model
         self.fail_after = fail_after
         self.requests: list[dict] = []
@@ -76,7 +79,7 @@ class OpenAIStub:
             items = [first]
             try:
                 while True:
-                    item = self.pending.get(timeout=0.02)
+                    item = self.pending.get(timeout=self.quiet)
                     if item is None:
                         self.pending.put(None)
                         break
@@ -87,6 +90,7 @@ class OpenAIStub:
             for item in items:
                 groups.setdefault(json.dumps(item[1], sort_keys=True), []).append(item)
             for group in groups.values():
+                group.sort(key=lambda item: item[0])
                 prompts = [p for item in group for p in item[0]]
                 try:
                     texts = self.generator.generate(prompts, **group[0][1])

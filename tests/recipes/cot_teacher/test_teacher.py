@@ -123,10 +123,10 @@ def test_http_teacher_filters_and_resumes(tmp_path):
                for q, s in questions.items()}
     history = []
     common = dict(task="multiarith", n=20, teacher_model="tiny/teacher", samples=2, temperature=0.7, batch_size=4)
-    with OpenAIStub(ScriptedTeacher(answers, history=history), fail_after=9) as url:
+    with OpenAIStub(ScriptedTeacher(answers, history=history), fail_after=9, quiet=0.02) as url:
         with pytest.raises(LlmftError, match="HTTP 400"):
             make_student_data(out, 0, teacher=url, **common)
-    with OpenAIStub(ScriptedTeacher(answers, history=history)) as url:
+    with OpenAIStub(ScriptedTeacher(answers, history=history), quiet=0.02) as url:
         paths = make_student_data(out, 0, teacher=url, **common)
     assert len(train_idx) == 14
     # 14 questions x 2 samples: 28 rationale + 28 answer requests in all, none repeated.
