@@ -2,8 +2,8 @@
 
 Concurrent requests with the same decoding settings (seed included) are answered by one batched `generate`
 call (a server's continuous batching in miniature), so a teacher sending parallel single-prompt requests stays
-fast. A batch closes after `quiet` seconds without a new request and is sorted by prompt, so sampled answers
-do not depend on the order or timing in which the requests arrived.
+fast. A batch closes after `quiet` seconds without a new request and is sorted by prompt. Sampled answers can
+still differ between runs (the Last Letter K=4 students of four miniature runs differed; docs/cot-teacher.md).
 """
 
 from __future__ import annotations
