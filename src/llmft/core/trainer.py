@@ -205,6 +205,7 @@ def _setup_model(config: Config, recipe: Any, output_dir: Path, accelerator: Any
     from llmft.core.models import (
         BASE_MODEL_DIR,
         build_tiny_model,
+        init_token_rows,
         is_tiny,
         load_pretrained,
         load_tokenizer,
@@ -250,6 +251,10 @@ def _setup_model(config: Config, recipe: Any, output_dir: Path, accelerator: Any
     else:
         model = load_pretrained(config.model.name, config, quantize_4bit=quantize)
     resize_embeddings(model, len(tokenizer))
+    token_init = getattr(recipe, "token_init", None)  # optional: {new token: ids whose rows it starts from}
+    if token_init is not None and not config.adapter.init_from:
+        init_token_rows(model, {tokenizer.convert_tokens_to_ids(t): ids
+                                for t, ids in token_init(config, tokenizer).items()})
     model.config.use_cache = False
     model = apply_adapter(model, config, new_ids)
     trainable, total = trainable_summary(model)
