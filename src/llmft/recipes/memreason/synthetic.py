@@ -13,8 +13,10 @@ import itertools
 import random
 from dataclasses import dataclass
 
-SYLLABLES = ["ba", "dor", "fen", "ga", "hol", "ki", "lum", "mir", "nu", "os", "pel", "quo", "ras", "sel",
-             "tav", "ul", "ven", "wy", "zor", "et"]
+# Invented names with distinct initials: a from-scratch model tells them apart by the first letter, so a
+# miss is a recall or reasoning error rather than a spelling slip between look-alike names.
+NAMES = ["Adro", "Belk", "Cimo", "Duva", "Elst", "Fenn", "Gorp", "Hask", "Ilva", "Jorn", "Kesh", "Lumo", "Mirt",
+         "Nolo", "Ovan", "Pell", "Quin", "Rask", "Sulo", "Tavi", "Ulme", "Vorn", "Wexa", "Yarl", "Zeph"]
 TOWNS = ["Pelt", "Dax", "Mur", "Kiv", "Sorn", "Vade"]
 LETTERS = "ABC"
 
@@ -32,12 +34,8 @@ class World:
 
 
 def make_world(rng: random.Random, people: int = 20, towns: int = 3) -> World:
-    """`people` invented two-syllable names with distinct ages 10..99 and one of `towns` towns each."""
-    names: list[str] = []
-    while len(names) < people:
-        name = (rng.choice(SYLLABLES) + rng.choice(SYLLABLES)).capitalize()
-        if name not in names:
-            names.append(name)
+    """`people` invented names (at most 25) with distinct ages 10..99 and one of `towns` towns each."""
+    names = rng.sample(NAMES, people)
     ages = rng.sample(range(10, 100), people)
     return World(dict(zip(names, ages)), {name: rng.choice(TOWNS[:towns]) for name in names})
 
@@ -74,7 +72,7 @@ def oldest(world: World, names: tuple[str, ...]) -> dict:
     listed = ", ".join(str(a) for a in ages)
     return {"question": f"Who is the oldest? Options: {options}", "answer": LETTERS[best],
             "cot_steps": [*(age_step(world, n) for n in names),
-                          f"[reason]: {ages[best]} is the largest of {listed}, so {names[best]}."]}
+                          f"[reason]: {ages[best]} is the largest of {listed}, so {LETTERS[best]}."]}
 
 
 def question(world: World, kind: str, names: tuple[str, ...]) -> dict:
