@@ -16,7 +16,7 @@ def export_command(adapter_dir: str, out: str, dtype: str) -> None:
     llmft export --adapter runs/sft-tiny/final --out exported/sft-tiny
     python -c "from transformers import AutoModelForCausalLM as M; M.from_pretrained('exported/sft-tiny')"
     """
-    from llmft.core.artifacts import export_merged
+    from llmft.core.export import export_merged
 
     report = export_merged(adapter_dir, out, dtype)
     click.echo(f"exported -> {report['out']} (max |logit diff| vs adapter: {report['max_abs_logit_diff']:.2e})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ class RecipeCommands(click.Group):
 
 
 def _recipe_command(recipe: Any) -> click.Command:
-    params = list(recipe.make_data_params) + [
+    params = list(recipe.make_data_params()) + [
         click.Option(["--out"], type=click.Path(file_okay=False), default=None,
                      help="Output folder (default: the recipe's folder under data/)."),
         click.Option(["--seed"], type=int, default=0, show_default=True, help="Random seed."),
@@ -56,29 +57,21 @@ def _count_lines(path: Path) -> int:
 
 
 def _show(recipe: Any, train_path: Path, count: int, config_file: str | None) -> None:
-    from llmft.core.config import Config, load_config
-    from llmft.core.data import tokenize_record
+    """Print the first `count` training examples tokenised exactly as `llmft train` would (same tokenizer
+    builder, same recipe rule, same file): with --config, as that TOML's run; else with the defaults."""
     from llmft.core.inspect import render_example
-    from llmft.core.jsonl import iter_jsonl
-    from llmft.core.models import load_tokenizer
-    from llmft.core.trainer import training_texts
+    from llmft.core.model_setup import build_tokenizer, training_examples
+    from llmft.recipes.base import load_recipe_config, recipe_config
 
     if config_file:
-        config = load_config(config_file)
-        if config.recipe != recipe.name:
+        config, owner = load_recipe_config(config_file, [f"data.train={json.dumps(str(train_path))}"])
+        if owner.name != recipe.name:
             raise LlmftError(f"--config {config_file} is for recipe '{config.recipe}', not '{recipe.name}'")
     else:
-        section = recipe.config_section() if recipe.config_section else None
-        config = Config(recipe=recipe.name, section=section)
-    texts = training_texts(str(train_path)) if config.model.name == "tiny" else []
-    extra = [*recipe.special_tokens(config), *config.adapter.new_tokens]
-    tokenizer = load_tokenizer(config, texts, extra)
+        config = recipe_config({"recipe": recipe.name, "data": {"train": str(train_path)}})
+    tokenizer = build_tokenizer(config, recipe)
     color = sys.stdout.isatty()
-    for index, record in enumerate(iter_jsonl(train_path)):
-        if index >= count:
-            break
-        example = recipe.tokenize(record, tokenizer, config) or tokenize_record(
-            record, tokenizer, config.data.max_length)
+    for index, example in enumerate(training_examples(config, recipe, tokenizer, limit=count)):
         click.echo(f"--- example {index + 1}: {len(example)} tokens, {example.trained} trained "
                    f"({'green' if color else '[[bracketed]]'})")
         click.echo(render_example(tokenizer, example, color))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from llmft.core.config import config_to_toml, load_config
+from llmft.core.config import config_to_toml
+from llmft.recipes.base import load_recipe_config
 
 
 @click.command("train")
@@ -24,11 +25,11 @@ def train_command(config_file: str, overrides: tuple[str, ...], dry_run: bool, r
     torchrun --nproc_per_node 2 -m llmft train recipes/sft-tiny.toml      # 2 CPU processes
     accelerate launch -m llmft train recipes/squad-llama3.toml            # GPUs
     """
-    config = load_config(config_file, list(overrides))
+    config, recipe = load_recipe_config(config_file, list(overrides))
     if dry_run:
         click.echo(config_to_toml(config), nl=False)
         return
     from llmft.core.trainer import train
 
-    result = train(config, resume=resume, overwrite=overwrite, progress=not no_progress)
+    result = train(config, recipe, resume=resume, overwrite=overwrite, progress=not no_progress)
     click.echo(f"trained {result.steps} steps, final loss {result.final_loss:.4f} -> {result.output_dir}/final")

@@ -7,8 +7,9 @@ token (pretraining). A recipe may tokenise its own records (see Recipe.tokenize)
 from __future__ import annotations
 
 import bisect
+import itertools
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,10 +106,11 @@ def load_examples(
     custom: Callable[[dict[str, Any]], TokenizedExample | None] | None = None,
     *,
     what: str = "data.train",
+    limit: int = 0,
 ) -> list[TokenizedExample]:
-    """Tokenise every record of a JSONL file (a recipe's `custom` rule first, else the core rule);
-    bad records are user errors naming file and line."""
-    numbered = list(iter_numbered(path, what=what))
+    """Tokenise every record (or the first `limit`) of a JSONL file (a recipe's `custom` rule first, else the
+    core rule); bad records are user errors naming file and line."""
+    numbered = list(itertools.islice(iter_numbered(path, what=what), limit or None))
     if not numbered:
         raise LlmftError(f"{what}: {path} has no records")
     examples: list[TokenizedExample | None] = [None] * len(numbered)
@@ -225,9 +227,3 @@ def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     if packed:
         batch["position_ids"] = positions
     return batch
-
-
-def iter_batches(order: list[list[int]], rows: Sequence[Row]) -> Iterator[list[Row]]:
-    """The rows of each micro-batch in order."""
-    for indices in order:
-        yield [rows[i] for i in indices]

@@ -1,12 +1,21 @@
-"""JSONL reading and writing: errors name the file and line; writes are atomic."""
+"""JSONL reading and writing: errors name the file and line; writes are atomic.
+
+Writing goes through `jsonlines` (the design card's library). Reading does not: llmft needs the line number
+of every record for its one-line errors and must drop a torn last line (a killed run), which jsonlines'
+Reader does not expose; the stdlib `json` per line does both in a few lines.
+"""
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import jsonlines
 
 from llmft.core.errors import LlmftError
 from llmft.core.runs import atomic_write_text
@@ -46,8 +55,10 @@ def read_jsonl(path: str | Path, *, what: str = "") -> list[Record]:
 
 def write_jsonl(path: str | Path, records: Iterable[Record]) -> Path:
     """Write records as JSONL atomically (temp file + rename)."""
-    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    return atomic_write_text(path, text)
+    buffer = io.StringIO()
+    with jsonlines.Writer(buffer, compact=True, dumps=functools.partial(json.dumps, ensure_ascii=False)) as writer:
+        writer.write_all(records)
+    return atomic_write_text(path, buffer.getvalue())
 
 
 class AppendLog:

@@ -10,10 +10,28 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# Every file and folder name of a run folder, defined once.
+#   runs/<name>/ {llmft.toml, metrics.jsonl, tokenizer/, base-model/, tb/, checkpoint-N/, final/, eval/}
+#   checkpoint-N/ {adapter or model files, tokenizer, llmft.toml, trainable.safetensors, optimizer.pt,
+#                  trainer_state.json, rng-<rank>.pt}
 CONFIG_NAME = "llmft.toml"
 METRICS_NAME = "metrics.jsonl"
 FINAL_NAME = "final"
 CHECKPOINT_PREFIX = "checkpoint-"
+TOKENIZER_DIR = "tokenizer"  # the run's tokenizer, built once and reused on --resume
+BASE_MODEL_DIR = "base-model"  # the random-init (tiny) or init_from-merged base an adapter sits on
+TENSORBOARD_DIR = "tb"
+EVAL_DIR = "eval"
+TRAINABLE_NAME = "trainable.safetensors"
+OPTIMIZER_NAME = "optimizer.pt"
+TRAINER_STATE_NAME = "trainer_state.json"
+RESULTS_NAME = "results.jsonl"
+EVAL_METRICS_NAME = "metrics.json"
+
+
+def rng_name(rank: int) -> str:
+    """Each rank's RNG state file inside a checkpoint."""
+    return f"rng-{rank}.pt"
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

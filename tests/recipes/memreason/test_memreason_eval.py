@@ -16,8 +16,9 @@ from llmft.recipes.memreason.evaluate import (
     evaluate_memreason,
     extract_answer,
     parse_steps,
-    score,
+    score_row,
     select,
+    summarize,
     type_agreement,
 )
 from llmft.recipes.memreason.recipe import MemreasonConfig
@@ -79,7 +80,8 @@ def test_score_by_hand() -> None:
     prompts = [r["prompt"] + " <prefix_0>" for r in chosen]
     outputs = [" <memory_0> Ab is 3.\n <prefix_0> <reason_0> 3 < 4.\n <prefix_0> <answer_0> The answer is: False\n",
                " <memory_0> Ef is 9.\n <prefix_0> <memory_0> guess\n <prefix_0> <answer_0> The answer is: B\n"]
-    rows, metrics = score(chosen, outputs, prompts)
+    rows = [score_row(r, p, o) for r, p, o in zip(chosen, prompts, outputs)]
+    metrics = summarize(json.loads(json.dumps(rows)))  # as read back from results.jsonl
     assert [r["prediction"] for r in rows] == ["False", "B"]
     assert metrics["accuracy"] == 0.5 and metrics["invalid"] == 0
     assert metrics["chance"] == pytest.approx((1 / 2 + 1 / 3) / 2)
@@ -113,13 +115,14 @@ def test_evaluate_is_greedy_and_checks_the_tokens(tmp_path: Path) -> None:
     config = SimpleNamespace(data=SimpleNamespace(eval=str(path)),
                              eval=SimpleNamespace(max_examples=0, seed=0, max_new_tokens=32, num_beams=1,
                                                   temperature=0.0))
+    section = MemreasonConfig(num_prefix_tokens=1, num_special_tokens=1)
     generator = Echo(" <memory_0> x\n <prefix_0> <answer_0> The answer is: False\n")
-    metrics = evaluate_memreason(generator, config, MemreasonConfig(num_prefix_tokens=1, num_special_tokens=1),
-                                 tmp_path)
+    metrics = evaluate_memreason(generator, config, section, tmp_path)
     (prompts, kwargs), = generator.calls
     assert prompts[0].endswith("\n  <prefix_0>") and kwargs["temperature"] == 0.0
     assert metrics["accuracy"] == 0.5 and metrics["n"] == 2
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+    assert evaluate_memreason(Echo("never asked"), config, section, tmp_path) == metrics  # resumed from results
     with pytest.raises(LlmftError, match="made with --num-prefix-tokens 1 --num-special-tokens 1"):
         evaluate_memreason(generator, config, MemreasonConfig(num_prefix_tokens=2, num_special_tokens=1), tmp_path)
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from llmft.core.config import load_config
-from llmft.recipes.base import get_recipe
+from llmft.recipes.base import get_recipe, load_recipe_config
 from llmft.recipes.memreason.data import VARIANTS
 
-from ...conftest import REPO
+REPO = Path(__file__).resolve().parents[3]
 
 SYNTHETIC, HELD_OUT = 4000, 200
 
@@ -29,10 +28,12 @@ def test_tiny_tokens_vs_cot_vs_answer_only(tmp_path: Path) -> None:
         paths = recipe.make_data(tmp_path / "data" / variant, 0, synthetic=SYNTHETIC, synthetic_test=HELD_OUT,
                                  variant=variant, num_prefix_tokens=2, num_special_tokens=2)
         run = tmp_path / f"run-{variant}"
-        config = load_config(REPO / "recipes" / "memreason-tiny.toml",
-                             [f"data.train={paths['train']}", f"data.eval={paths['eval']}", f"train.output_dir={run}"])
-        train(config, progress=False)
-        metrics, eval_dir = evaluate_folder(run / "final", [])
+        overrides = [f"data.train={paths['train']}", f"data.eval={paths['eval']}", f"train.output_dir={run}",
+                     f"memreason.variant={variant}"]
+        config, recipe = load_recipe_config(REPO / "recipes" / "memreason-tiny.toml", overrides)
+        train(config, recipe, progress=False)
+        config, _ = load_recipe_config(run / "final" / "llmft.toml")
+        metrics, eval_dir = evaluate_folder(run / "final", config, recipe)
         results[variant] = metrics
         if variant == "tokens":
             rows = [json.loads(line) for line in (eval_dir / "results.jsonl").read_text().splitlines()]

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llmft.core.config import config_from_dict
 from llmft.core.jsonl import write_jsonl
-from llmft.recipes.base import get_recipe
+from llmft.recipes.base import get_recipe, recipe_config
 from llmft.recipes.memreason.data import Report, build_records
 from llmft.recipes.memreason.synthetic import synthetic_splits
 
@@ -21,7 +20,7 @@ def memreason_config(tmp_path: Path, method: str = "lora+prompt-tuning", **train
         records = build_records([(f"{split}#{i}", r) for i, r in enumerate(rows)], "synthetic", "tokens", 1, 1,
                                 Report())
         paths[split] = write_jsonl(tmp_path / f"{split}.jsonl", records)
-    return config_from_dict({
+    return recipe_config({
         "recipe": "memreason",
         "model": {"name": "tiny", "tokenizer": "char", "tiny": {"hidden_size": 32, "num_layers": 2, "num_heads": 2}},
         "adapter": {"method": method, "r": 4, "alpha": 4, "dropout": 0.05,
@@ -38,11 +37,12 @@ def test_new_rows_and_lora_train_old_rows_stay_bit_identical(tmp_path: Path) -> 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from llmft.core.artifacts import export_merged, load_for_inference
+    from llmft.core.export import export_merged
+    from llmft.core.inference import load_for_inference
     from llmft.core.trainer import train
 
     config = memreason_config(tmp_path)
-    train(config, progress=False)
+    train(config, get_recipe("memreason"), progress=False)
     base = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "base-model")
     _, tokenizer, model = load_for_inference(tmp_path / "run" / "final")
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in get_recipe("memreason").special_tokens(config)]
@@ -82,7 +82,7 @@ def test_new_rows_start_from_the_literal_word() -> None:
     tokenizer = train_tokenizer(["memory reason answer"], "bpe", vocab_size=300, extra_tokens=all_tokens(1, 1))
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
                                          num_hidden_layers=1, num_attention_heads=2, tie_word_embeddings=False))
-    config = config_from_dict({"recipe": "memreason", "memreason": {"num_prefix_tokens": 1, "num_special_tokens": 1}})
+    config = recipe_config({"recipe": "memreason", "memreason": {"num_prefix_tokens": 1, "num_special_tokens": 1}})
     sources = get_recipe("memreason").token_init(config, tokenizer)
     before = model.get_input_embeddings().weight.clone()
     init_token_rows(model, {tokenizer.convert_tokens_to_ids(t): ids for t, ids in sources.items()})
@@ -99,4 +99,7 @@ def test_a_record_made_for_other_tokens_is_a_user_error(tmp_path: Path) -> None:
     config = memreason_config(tmp_path)
     config.section.num_special_tokens = 2
     with pytest.raises(LlmftError, match="made with --num-prefix-tokens 1 --num-special-tokens 1"):
-        train(config, progress=False)
+        train(config, get_recipe("memreason"), progress=False)
+    config.section.variant = "cot"
+    with pytest.raises(LlmftError, match="made with --variant tokens, but memreason.variant = cot"):
+        train(config, get_recipe("memreason"), progress=False)

@@ -88,76 +88,88 @@ def select(records: list[dict], limit: int, seed: int) -> list[int]:
     return indices
 
 
-def score(records: list[dict], outputs: list[str], prompts: list[str]) -> tuple[list[dict], dict]:
-    """Result rows and metrics for generated `outputs` (completions after `prompts`)."""
-    rows, agree, total, exact, compared = [], 0, 0, 0, 0
-    by_kind: dict[str, list[int]] = {}
-    for record, prompt, output in zip(records, prompts, outputs):
-        rule = answer_rule(record)
-        prediction = extract_answer(output, rule)
-        gold = extract_answer(record["completion"], rule)
-        correct = prediction == gold and gold != INVALID
-        # The prefix tokens that end the prompt open the first step.
-        opening = prompt[len(record["prompt"]):] if prompt.startswith(record["prompt"]) else ""
-        steps = parse_steps(opening + output, record["variant"])
-        reference = [s["tag"] for s in record["steps"]]
-        agreement = type_agreement([s["type"] for s in steps], reference) if record["variant"] != "answer-only" \
-            else None
-        if agreement is not None:
-            agree, total = agree + agreement[0], total + agreement[1]
-            compared += 1
-            exact += int(agreement[0] == agreement[1])
-        kind = record.get("kind") or rule
-        by_kind.setdefault(kind, []).append(int(correct))
-        rows.append({"question": record["question"], "answer": record["answer"], "prediction": prediction,
-                     "correct": correct, "generated": output, "steps": steps,
-                     "reference_steps": [{"type": s["tag"], "text": s["text"]} for s in record["steps"]],
-                     "type_agreement": None if agreement is None else agreement[0] / max(agreement[1], 1)})
+def score_row(record: dict, prompt: str, output: str) -> dict:
+    """One result row: extracted answer, generated steps with their types, agreement with the tags."""
+    rule = answer_rule(record)
+    prediction = extract_answer(output, rule)
+    gold = extract_answer(record["completion"], rule)
+    # The prefix tokens that end the prompt open the first step.
+    opening = prompt[len(record["prompt"]):] if prompt.startswith(record["prompt"]) else ""
+    steps = parse_steps(opening + output, record["variant"])
+    agreement = None if record["variant"] == "answer-only" else type_agreement(
+        [s["type"] for s in steps], [s["tag"] for s in record["steps"]])
+    return {"question": record["question"], "answer": record["answer"], "prediction": prediction,
+            "correct": prediction == gold and gold != INVALID, "kind": record.get("kind") or rule,
+            "chance": chance(record), "generated": output, "steps": steps,
+            "reference_steps": [{"type": s["tag"], "text": s["text"]} for s in record["steps"]],
+            "type_agreement": agreement}
+
+
+def summarize(rows: list[dict]) -> dict[str, Any]:
+    """Accuracy, invalid answers, chance, accuracy by kind; step-type agreement (matching positions over the
+    longer of generated and reference lists, summed over rows) and the share of rows that match exactly."""
     n = len(rows)
+    by_kind: dict[str, list[int]] = {}
+    for row in rows:
+        by_kind.setdefault(row["kind"], []).append(int(row["correct"]))
     metrics: dict[str, Any] = {
         "n": n,
         "accuracy": sum(r["correct"] for r in rows) / max(n, 1),
         "invalid": sum(r["prediction"] == INVALID for r in rows),
-        "chance": sum(chance(r) for r in records) / max(n, 1),
+        "chance": sum(r["chance"] for r in rows) / max(n, 1),
         "accuracy_by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
     }
+    compared = [r["type_agreement"] for r in rows if r["type_agreement"] is not None]
     if compared:
-        metrics["step_type_agreement"] = agree / max(total, 1)
-        metrics["step_types_exact"] = exact / compared
-    return rows, metrics
+        metrics["step_type_agreement"] = sum(a for a, _ in compared) / max(sum(b for _, b in compared), 1)
+        metrics["step_types_exact"] = sum(a == b for a, b in compared) / len(compared)
+    return metrics
 
 
-def evaluate_memreason(generator: Any, config: Any, section: Any, eval_dir: Path) -> dict:
+def evaluate_memreason(generator: Any, config: Any, section: Any, eval_dir: Path, chunk: int = 256) -> dict:
     """Greedy (eval.temperature, 0 by default: set explicitly, never the model's own generation config)
-    generation on data.eval; writes results.jsonl, returns metrics."""
+    generation on data.eval; results.jsonl resumes by example index; returns metrics."""
+    from llmft.core import runs
     from llmft.core.errors import LlmftError
-    from llmft.core.jsonl import read_jsonl, write_jsonl
+    from llmft.core.generation import Sampling
+    from llmft.core.jsonl import read_jsonl
+    from llmft.core.results import ResultsLog
     from llmft.recipes.memreason.data import eval_prompt
 
     records = read_jsonl(config.data.eval, what="data.eval")
+    if not records:
+        raise LlmftError(f"data.eval: {config.data.eval} has no records")
     for line, record in enumerate(records, 1):
         check_record(record, section, f"data.eval: {config.data.eval}: line {line}")
-    chosen = [records[i] for i in select(records, config.eval.max_examples, config.eval.seed)]
-    prompts = [eval_prompt(r["prompt"], r["variant"], r.get("num_prefix_tokens", 0)) for r in chosen]
-    if not prompts:
-        raise LlmftError(f"data.eval: {config.data.eval} has no records")
-    outputs = generator.generate(prompts, max_new_tokens=config.eval.max_new_tokens, num_beams=config.eval.num_beams,
-                                 temperature=config.eval.temperature, seed=config.eval.seed)
-    rows, metrics = score(chosen, outputs, prompts)
-    write_jsonl(eval_dir / "results.jsonl", rows)
-    metrics["variant"] = chosen[0]["variant"]
+    indices = select(records, config.eval.max_examples, config.eval.seed)
+    prompts = {i: eval_prompt(records[i]["prompt"], records[i]["variant"], records[i].get("num_prefix_tokens", 0))
+               for i in indices}
+    sampling = Sampling.from_eval(config.eval)
+    with ResultsLog(eval_dir / runs.RESULTS_NAME) as log:
+        todo = log.todo(indices)
+        for start in range(0, len(todo), chunk):
+            batch = todo[start:start + chunk]
+            outputs = generator.generate([prompts[i] for i in batch], **sampling.kwargs())
+            for i, output in zip(batch, outputs, strict=True):
+                log.add(i, score_row(records[i], prompts[i], output))
+        rows = log.rows(indices)
+    metrics = summarize(rows)
+    metrics["variant"] = records[indices[0]]["variant"]
     metrics["temperature"] = config.eval.temperature
     metrics["report_best_on_test"] = section.report_best_on_test
     return metrics
 
 
 def check_record(record: dict, section: Any, where: str) -> None:
-    """A record made for other planning tokens than the config's is a user error (its tokens would not exist)."""
+    """A record made for another variant or other planning tokens than the config says is a user error."""
     from llmft.core.errors import LlmftError
 
     for key in ("prompt", "completion", "question", "answer", "variant", "steps"):
         if key not in record:
             raise LlmftError(f"{where}: record has no '{key}' (make it with `llmft make-data memreason`)")
+    if record["variant"] != section.variant:
+        raise LlmftError(f"{where}: made with --variant {record['variant']}, but memreason.variant = "
+                         f"{section.variant}")
     if record["variant"] == "tokens" and (record["num_prefix_tokens"], record["num_special_tokens"]) != (
             section.num_prefix_tokens, section.num_special_tokens):
         raise LlmftError(

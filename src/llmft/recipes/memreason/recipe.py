@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
 from llmft.core.errors import LlmftError
+from llmft.recipes.base import Recipe
+
+if TYPE_CHECKING:
+    from llmft.core.generation import Decoded, Sampling
 
 
 @dataclass
 class MemreasonConfig:
-    """[memreason]: the planning tokens (keep equal to the make-data options), the loss mask, reporting."""
+    """[memreason]: the data variant and planning tokens (equal to the make-data options), loss mask, reporting."""
 
+    # tokens: planning tokens (the method); cot: tagged steps as plain text; answer-only: no steps.
+    variant: Literal["tokens", "cot", "answer-only"] = "tokens"
     num_prefix_tokens: int = 2  # P: <prefix_0..P-1> open every step (README StrategyQA run: 2)
     num_special_tokens: int = 4  # S: <memory_i>, <reason_i>, <answer_i>, <assignment_i> per kind (README: 4)
     # The reference masks len(prompt) - 1 tokens, so the prompt's last token is trained (an off-by-one).
@@ -26,16 +33,14 @@ class MemreasonConfig:
     report_best_on_test: bool = False
 
 
-@dataclass(frozen=True)
-class MemreasonRecipe:
+class MemreasonRecipe(Recipe):
     """Disentangling memory and reasoning: CoT steps typed by trained <memory_i>/<reason_i> tokens."""
 
-    name: str = "memreason"
-    summary: str = ("Memory/reasoning steps as trained planning tokens (Jin et al. 2025); StrategyQA, "
-                    "CommonsenseQA, TruthfulQA from the reference's JSON, or --synthetic N offline.")
-    config_section: type = MemreasonConfig
+    name = "memreason"
+    summary = ("Memory/reasoning steps as trained planning tokens (Jin et al. 2025); StrategyQA, "
+               "CommonsenseQA, TruthfulQA from the reference's JSON, or --synthetic N offline.")
+    config_section = MemreasonConfig
 
-    @property
     def make_data_params(self) -> list[click.Parameter]:
         from llmft.recipes.memreason.data import DATASETS, VARIANTS
 
@@ -91,14 +96,18 @@ class MemreasonRecipe:
     def special_tokens(self, config: Any) -> list[str]:
         from llmft.recipes.memreason.tokens import all_tokens
 
-        section = self._section(config)
+        section = self.section(config)
+        if section.variant != "tokens":
+            return []
         return all_tokens(section.num_prefix_tokens, section.num_special_tokens)
 
     def token_init(self, config: Any, tokenizer: Any) -> dict[str, list[int]]:
         """New rows start as the literal word's rows ("memory", "reason", ...), as the reference."""
         from llmft.recipes.memreason.tokens import init_sources
 
-        section = self._section(config)
+        section = self.section(config)
+        if section.variant != "tokens":
+            return {}
         return init_sources(tokenizer, section.num_prefix_tokens, section.num_special_tokens)
 
     def tokenize(self, record: dict, tokenizer: Any, config: Any) -> Any:
@@ -107,7 +116,7 @@ class MemreasonRecipe:
 
         if "steps" not in record:
             return None
-        section = self._section(config)
+        section = self.section(config)
         check_record(record, section, f"data.train: {record.get('source', 'a record')}")
         return tokenize_reference(tokenizer, record["prompt"], record["completion"], config.data.max_length,
                                   section.loss_on_last_prompt_token)
@@ -117,7 +126,21 @@ class MemreasonRecipe:
 
         if not config.data.eval:
             raise LlmftError("data.eval is not set: point it at a test.jsonl from `llmft make-data memreason`")
-        return evaluate_memreason(generator, config, self._section(config), eval_dir)
+        return evaluate_memreason(generator, config, self.section(config), eval_dir)
+
+    def decode(self, generator: Any, prompts: Sequence[str], config: Any, sampling: Sampling,
+               **options: Any) -> list[Decoded]:
+        """Prompts ("Question: ...\n ") get the prefix tokens appended, as at evaluation; the text keeps the
+        planning tokens, and `extra.steps` lists each generated step with its type (memory / reason)."""
+        from llmft.core.generation import Decoded
+        from llmft.recipes.memreason.evaluate import parse_steps
+        from llmft.recipes.memreason.tokens import token_text
+
+        section = self.section(config)
+        opening = token_text(section.num_prefix_tokens, 0)["prefix"] if section.variant == "tokens" else ""
+        full = [p if p.endswith(opening) else p + opening for p in prompts]
+        outputs = generator.generate(full, **sampling.kwargs())
+        return [Decoded(text, {"steps": parse_steps(opening + text, section.variant)}) for text in outputs]
 
     def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
         from llmft.core.runs import atomic_write_text
@@ -127,7 +150,3 @@ class MemreasonRecipe:
         path = out_dir / "table.md"
         atomic_write_text(path, compare_table(metrics_by_run))
         return path
-
-    @staticmethod
-    def _section(config: Any) -> MemreasonConfig:
-        return config.section if isinstance(config.section, MemreasonConfig) else MemreasonConfig()
