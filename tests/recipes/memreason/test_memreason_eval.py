@@ -133,3 +133,16 @@ def test_best_on_test_only_behind_the_flag() -> None:
     assert "BEST" not in compare_table(runs)
     flagged = {k: {**v, "report_best_on_test": True} for k, v in runs.items()}
     assert "SELECTED ON THE TEST SPLIT" in compare_table(flagged) and "run/checkpoint-2 = 0.700" in compare_table(flagged)
+
+
+def test_decode_appends_the_prefix_tokens_and_types_the_steps() -> None:
+    from llmft.core.generation import Sampling
+    from llmft.recipes.base import get_recipe, recipe_config
+
+    config = recipe_config({"recipe": "memreason", "memreason": {"num_prefix_tokens": 2, "num_special_tokens": 1}})
+    generator = Echo(" <memory_0> Ab is 3.\n <prefix_0> <prefix_1> <answer_0> The answer is: True\n")
+    (decoded,) = get_recipe("memreason").decode(generator, ["Question: Is Ab 3?\n "], config, Sampling())
+    (prompts, kwargs), = generator.calls
+    assert prompts == ["Question: Is Ab 3?\n  <prefix_0> <prefix_1>"] and kwargs["temperature"] == 0.0
+    assert decoded.text.startswith(" <memory_0> Ab is 3.")  # the planning tokens stay in the served text
+    assert decoded.extra["steps"] == [{"type": "memory", "text": "Ab is 3."}]

@@ -175,7 +175,7 @@ def check_record(record: dict, section: Any, where: str) -> None:
         raise LlmftError(
             f"{where}: made with --num-prefix-tokens {record['num_prefix_tokens']} --num-special-tokens "
             f"{record['num_special_tokens']}, but memreason.num_prefix_tokens = {section.num_prefix_tokens}, "
-            f"memreason.num_special_tokens = {section.num_special_tokens}")
+            f"memreason.num_special_tokens = {section.num_special_tokens} (make-data --show: pass --config)")
 
 
 def compare_table(metrics_by_run: dict[str, dict]) -> str:
