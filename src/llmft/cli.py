@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import click
 
 from llmft.core.errors import LlmftError
+
+ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class UserError(click.ClickException):
@@ -28,6 +31,12 @@ class LlmftGroup(click.Group):
             return super().invoke(ctx)
         except LlmftError as exc:
             raise UserError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except OSError as exc:
+            # The machine's limits, not a bug: a full disk, a read-only or forbidden path.
+            if exc.errno not in ENVIRONMENT_ERRORS:
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            raise UserError(f"{exc.strerror or exc}{where}") from None
 
 
 @click.group(cls=LlmftGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +54,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from llmft.commands.estimate import estimate_command
     from llmft.commands.eval import eval_command
     from llmft.commands.export import export_command
     from llmft.commands.make_data import make_data_group
@@ -54,6 +64,7 @@ def _register() -> None:
     cli.add_command(train_command)
     cli.add_command(eval_command)
     cli.add_command(export_command)
+    cli.add_command(estimate_command)
 
 
 _register()

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from llmft.core import runs
 from llmft.core.config import Config
-from llmft.core.data import Row, TokenizedExample, load_examples, pack_rows, single_rows
+from llmft.core.data import Row, TokenizedExample, load_examples, pack_rows, pack_rows_by_width, single_rows
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import iter_jsonl
 
@@ -56,6 +56,8 @@ def run_tokenizer(config: Config, recipe: TrainingHooks, main: bool, barrier: Ca
     """The tokenizer kept in the run folder (built once by the main process, reloaded by every rank)."""
     from transformers import AutoTokenizer
 
+    from llmft.core.models import set_bos
+
     tokenizer_dir = Path(config.train.output_dir) / runs.TOKENIZER_DIR
     if main and not tokenizer_dir.exists():
         tokenizer = build_tokenizer(config, recipe)
@@ -66,6 +68,7 @@ def run_tokenizer(config: Config, recipe: TrainingHooks, main: bool, barrier: Ca
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    set_bos(tokenizer, config.model.add_bos)
     return tokenizer
 
 
@@ -87,15 +90,25 @@ def build_rows(config: Config, recipe: TrainingHooks, tokenizer: Any) -> list[Ro
     """Training examples packed into rows (or one per row), as [data] says."""
     examples = training_examples(config, recipe, tokenizer)
     if config.data.packing == "rows":
-        return pack_rows(examples, max(config.data.pack_length, max(len(e) for e in examples)))
+        widest = max(config.data.pack_length, max(len(e) for e in examples))
+        if config.data.row_widths:
+            return pack_rows_by_width(examples, row_widths(config, widest))
+        return pack_rows(examples, widest)
     return single_rows(examples)
+
+
+def row_widths(config: Config, widest: int = 0) -> list[int]:
+    """The row widths training packs into (data.row_widths plus the widest row), or [] for one width."""
+    if config.data.packing != "rows" or not config.data.row_widths:
+        return []
+    return sorted({*config.data.row_widths, max(widest, config.data.pack_length)})
 
 
 def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
                 barrier: Callable[[], None], initial_rows: dict[int, list[int]] | None = None) -> Any:
     """Base model (hub, local, tiny from config, or an init_from run merged), resized, wrapped in its adapter.
     `initial_rows` {new id: source ids}: new rows start as the mean of those rows (not after init_from)."""
-    from llmft.core.adapters import apply_adapter, trainable_summary, uses_peft
+    from llmft.core.adapters import apply_adapter, keeps_base, trainable_summary
     from llmft.core.models import (
         build_tiny_model,
         init_token_rows,
@@ -112,7 +125,7 @@ def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
         barrier()
         model = load_pretrained(str(base_dir), config, quantize_4bit=quantize)
     elif is_tiny(config):
-        if main and not base_dir.exists() and (uses_peft(config) or quantize):
+        if main and not base_dir.exists() and (keeps_base(config) or quantize):
             staged = runs.staging_dir(base_dir)
             build_tiny_model(config, tokenizer).save_pretrained(staged)
             tokenizer.save_pretrained(staged)
