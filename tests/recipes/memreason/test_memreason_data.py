@@ -182,3 +182,16 @@ def test_synthetic_held_out_questions_recombine_seen_facts() -> None:
     a, b = older["question"][3:-1].split(" older than ")
     ages = [int(s.split(" is ")[1].split()[0]) for s in older["cot_steps"][:2]]
     assert older["answer"] == str(ages[0] > ages[1]) and a in older["cot_steps"][0] and b in older["cot_steps"][1]
+
+
+def test_hub_reads_the_reference_repository_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--input hub` names the reference's train and test files at its commit (no download in the test)."""
+    from llmft.recipes.memreason import data
+
+    asked: list[str] = []
+    monkeypatch.setattr(data, "_read_json", lambda name: asked.append(name) or [RECORD])
+    splits = load_reference("commonsenseqa", ["hub"], Report())
+    assert asked == [data.HUB_BASE + "commonsense_qa_train_clean_CC.json",
+                     data.HUB_BASE + "commonsense_qa_test_clean_CC.json"]
+    assert data.HUB_BASE.startswith("https://raw.githubusercontent.com/MingyuJ666/Disentangling-Memory-and-Reasoning/")
+    assert len(splits["test"]) == 2
