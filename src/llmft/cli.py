@@ -27,12 +27,15 @@ class LlmftGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LlmftError as exc:
+            if os.environ.get("RANK", "0") != "0":
+                sys.exit(UserError.exit_code)  # under torchrun/accelerate: the error is printed once, by rank 0
             raise UserError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
 @click.group(cls=LlmftGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="llmft")
-def cli() -> None:
+@click.option("--verbose", is_flag=True, help="Show third-party progress bars and warnings (hidden by default).")
+def cli(verbose: bool) -> None:
     """Fine-tune language models the way five papers did.
 
     \b
@@ -40,20 +43,26 @@ def cli() -> None:
     llmft train recipes/retuning-addition-tiny.toml
     llmft eval --adapter runs/retuning-addition-tiny/final
     llmft export --adapter runs/retuning-addition-tiny/final --out merged/
+    llmft recipes
     """
+    from llmft.core.quiet import quiet_libraries
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_libraries(verbose)
 
 
 def _register() -> None:
     from llmft.commands.eval import eval_command
     from llmft.commands.export import export_command
     from llmft.commands.make_data import make_data_group
+    from llmft.commands.recipes import recipes_command
     from llmft.commands.train import train_command
 
     cli.add_command(make_data_group)
     cli.add_command(train_command)
     cli.add_command(eval_command)
     cli.add_command(export_command)
+    cli.add_command(recipes_command)
 
 
 _register()

@@ -97,6 +97,10 @@ class TrainConfig:
     save_steps: int = 0  # 0 = only the final adapter/model
     save_total_limit: int = 2
     logging_steps: int = 10
+    # Held-out loss on data.eval every N steps (and at the end); -1 = about 10 times a run whenever data.eval
+    # holds prompt/completion or text records (or ones the recipe tokenises); 0 = off.
+    eval_steps: int = -1
+    eval_examples: int = 256  # held-out records scored each time (the first N of data.eval); 0 = all
     bf16: Literal["auto", "true", "false"] = "auto"
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
 
@@ -221,7 +225,7 @@ _BOUNDS = [
     ("train", "max_grad_norm", 0, True), ("data", "max_length", 2, True), ("data", "pack_length", 2, True),
     ("eval", "batch_size", 1, True), ("eval", "max_new_tokens", 1, True), ("eval", "num_beams", 1, True),
     ("eval", "temperature", 0, True), ("eval", "max_examples", 0, True), ("adapter", "r", 1, True),
-    ("adapter", "alpha", 1, True),
+    ("adapter", "alpha", 1, True), ("train", "eval_steps", -1, True), ("train", "eval_examples", 0, True),
 ]
 
 

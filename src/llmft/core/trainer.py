@@ -21,7 +21,9 @@ from llmft.core import checkpoints, runs
 from llmft.core.config import Config, config_to_toml
 from llmft.core.data import IGNORE, batch_order, collate
 from llmft.core.errors import LlmftError
+from llmft.core.heldout import eval_interval, heldout_examples, heldout_loss
 from llmft.core.model_setup import TrainingHooks, build_rows, extra_tokens, run_tokenizer, setup_model
+from llmft.core.run_summary import write_summary
 from llmft.core.scoring import token_loss_sum
 from llmft.core.train_log import TrainLog
 
@@ -36,6 +38,8 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     tokens_per_second: float = 0.0
     trained_on: list[int] = field(default_factory=list)  # row indices this process saw (for DDP checks)
+    eval_losses: dict[int, float] = field(default_factory=dict)  # held-out loss by step (train.eval_steps)
+    main: bool = True  # the main process (the one that reports)
 
 
 def train(
@@ -69,6 +73,7 @@ def train(
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in extra_tokens(config, recipe)]
     model = setup_model(config, tokenizer, new_ids, main, barrier)
     rows = build_rows(config, recipe, tokenizer)
+    held_out = heldout_examples(config, recipe, tokenizer)
     packed = config.data.packing == "rows"
     world, rank = accelerator.num_processes, accelerator.process_index
     batches_per_epoch = math.ceil(len(rows) / config.train.batch_size)
@@ -79,6 +84,7 @@ def train(
             f"grad_accum {config.train.grad_accum} x {world} processes; lower them or add data"
         )
     total_steps = config.train.max_steps or math.ceil(config.train.epochs * steps_per_epoch)
+    eval_every = eval_interval(config, total_steps, held_out)
 
     optimizer, scheduler = _optimizer(model, config, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -96,6 +102,7 @@ def train(
     model.train()
     losses: list[float] = []
     seen: list[int] = []
+    eval_losses: dict[int, float] = {}
     started, real_tokens = time.perf_counter(), 0
     while step < total_steps:
         epoch, index = divmod(step, steps_per_epoch)
@@ -131,6 +138,10 @@ def train(
         if not math.isfinite(loss):
             raise LlmftError(f"step {step}: loss is {loss}; lower train.learning_rate or check the data")
         losses.append(loss)
+        if eval_every and (step % eval_every == 0 or step == total_steps):
+            eval_losses[step] = heldout_loss(model, held_out, tokenizer.pad_token_id, accelerator,
+                                             config.eval.batch_size)
+            logger.log_eval(step, eval_losses[step])
         elapsed = time.perf_counter() - started
         logger.log(step, loss, scheduler.get_last_lr()[0], real_tokens * world / max(elapsed, 1e-9),
                    config.train.logging_steps)
@@ -139,12 +150,14 @@ def train(
                              optimizer, scheduler, step)
         if stop_after_step and step >= stop_after_step:
             logger.close()
-            return TrainResult(output_dir, step, loss, losses, 0.0, seen)
+            return TrainResult(output_dir, step, loss, losses, 0.0, seen, eval_losses, main)
     checkpoints.save(accelerator, model, tokenizer, config, runs.FINAL_NAME, step=step)
     logger.close()
     elapsed = time.perf_counter() - started
+    if main:
+        write_summary(output_dir, config, step, elapsed, real_tokens * world / max(elapsed, 1e-9))
     return TrainResult(output_dir, step, losses[-1] if losses else float("nan"), losses,
-                       real_tokens * world / max(elapsed, 1e-9), seen)
+                       real_tokens * world / max(elapsed, 1e-9), seen, eval_losses, main)
 
 
 def _optimizer(model: Any, config: Config, total_steps: int) -> tuple[Any, Any]:
