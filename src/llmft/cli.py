@@ -39,10 +39,10 @@ def cli(verbose: bool) -> None:
     """Fine-tune language models the way five papers did.
 
     \b
-    llmft make-data retuning --task addition --format recursive
+    llmft make-data retuning --task addition --format recursive --min-size 3 --max-size 5 --n 20000 --no-resample
     llmft train recipes/retuning-addition-tiny.toml
     llmft eval --adapter runs/retuning-addition-tiny/final
-    llmft export --adapter runs/retuning-addition-tiny/final --out merged/
+    llmft export --adapter runs/retuning-addition-tiny/final --out exported/retuning-addition-tiny
     llmft recipes
     """
     from llmft.core.quiet import quiet_libraries
@@ -63,6 +63,8 @@ def _register() -> None:
     cli.add_command(eval_command)
     cli.add_command(export_command)
     cli.add_command(recipes_command)
+    for command in cli.commands.values():  # the whole first line in `llmft --help`, wrapped, not cut off
+        command.short_help = command.short_help or (command.help or "").strip().splitlines()[0]
 
 
 _register()

@@ -41,6 +41,8 @@ FULL_SET_NOTE = {"addition": "304,000 pairs, 3.68M rows after resampling, ~540 M
 
 class RetuningRecipe(Recipe):
     name = "retuning"
+    example = ("llmft make-data retuning --task addition --format recursive --min-size 3 --max-size 5 --n 20000 "
+               "--no-resample --show 1")
     summary = "Re-Tuning (Pasewark et al. 2024): recursive addition, parity and DP; accuracy by size."
     config_section = RetuningConfig
 
