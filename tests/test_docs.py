@@ -226,3 +226,15 @@ def test_make_data_help_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyP
         result = CliRunner().invoke(cli, args, catch_exceptions=False)
         assert result.exit_code == 0, f"{example}: {result.output[-2000:]}"
         assert re.search(r"train: \S+ \([\d,]+ records\)", result.output), result.output
+
+
+def test_llmft_recipes_lists_every_preset_with_a_line(fresh_clone: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(fresh_clone)
+    listing = CliRunner().invoke(cli, ["recipes"]).output.splitlines()
+    commands = CliRunner().invoke(cli, ["recipes", "--commands"]).output.splitlines()
+    for path in sorted((REPO / "recipes").glob("*.toml")):
+        lines = [line for line in listing if line.split()[0] == f"recipes/{path.name}"]
+        assert len(lines) == 1 and len(lines[0].split()) > 3, path.name  # a description follows the name
+        first = path.read_text(encoding="utf-8").splitlines()[0][2:]
+        assert f"  recipes/{path.name}" in "\n".join(commands) and any(line.endswith(first) for line in commands)
+    assert listing[0].startswith("retuning ") and any(line.startswith("sft ") for line in listing)
