@@ -74,6 +74,10 @@ def test_eval_records_without_a_target_are_skipped_unless_asked_for(tmp_path, ca
                                                                "output_dir": str(tmp_path / "asked")})
     with pytest.raises(LlmftError, match="train.eval_steps: data.eval .* has no prompt/completion or text"):
         train_run(asked, progress=False)
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [{"prompt": "shift abc =", "completion": " bcd"},
+                                                   {"prompt": "shift abc =", "answer": "bcd"}])
+    config = tiny_config(tmp_path, train_file, mixed, train={"max_steps": 2, "output_dir": str(tmp_path / "mixed")})
+    assert train_run(config, progress=False).eval_losses == {}  # auto: a bad later record turns it off, no error
     no_eval = tiny_config(tmp_path, train_file, None, train={"max_steps": 2, "eval_steps": 1,
                                                              "output_dir": str(tmp_path / "none")})
     with pytest.raises(LlmftError, match="train.eval_steps = 1 needs data.eval"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from typing import Any
 
 from llmft.core.config import Config
@@ -45,9 +46,15 @@ def heldout_examples(config: Config, recipe: TrainingHooks, tokenizer: Any) -> l
             raise LlmftError(f"train.eval_steps: data.eval {config.data.eval} has no prompt/completion or text "
                              "records to score; set train.eval_steps = 0")
         return []
-    return load_examples(config.data.eval, tokenizer, config.data.max_length,
-                         lambda record: recipe.tokenize(record, tokenizer, config), what="data.eval",
-                         limit=config.train.eval_examples)
+    try:
+        return load_examples(config.data.eval, tokenizer, config.data.max_length,
+                             lambda record: recipe.tokenize(record, tokenizer, config), what="data.eval",
+                             limit=config.train.eval_examples)
+    except LlmftError as exc:
+        if explicit:
+            raise
+        print(f"llmft: no held-out loss ({exc}); set train.eval_steps = 0 to silence this", file=sys.stderr)
+        return []
 
 
 def eval_interval(config: Config, total_steps: int, examples: list[TokenizedExample]) -> int:

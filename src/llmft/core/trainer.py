@@ -140,7 +140,7 @@ def train(
         losses.append(loss)
         if eval_every and (step % eval_every == 0 or step == total_steps):
             eval_losses[step] = heldout_loss(model, held_out, tokenizer.pad_token_id, accelerator,
-                                             config.eval.batch_size)
+                                             config.train.batch_size)  # a batch size known to fit
             logger.log_eval(step, eval_losses[step])
         elapsed = time.perf_counter() - started
         logger.log(step, loss, scheduler.get_last_lr()[0], real_tokens * world / max(elapsed, 1e-9),
