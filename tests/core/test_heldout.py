@@ -93,3 +93,11 @@ def test_eval_interval(tmp_path, caesar_data):
     fixed = tiny_config(tmp_path, train_file, eval_file, train={"eval_steps": 7})
     assert eval_interval(fixed, 300, [object()]) == 7
 
+
+
+def test_data_heldout_names_another_file_than_data_eval(tmp_path, caesar_data):
+    train_file, eval_file = caesar_data
+    problems = write_jsonl(tmp_path / "problems.jsonl", [{"prompt": "shift abc =", "answer": "bcd"}] * 4)
+    config = tiny_config(tmp_path, train_file, problems, data={"heldout": str(eval_file)}, train={"max_steps": 2})
+    assert list(train_run(config, progress=False).eval_losses) == [1, 2]
+    assert "held-out `" + str(eval_file) in (tmp_path / "run/summary.md").read_text()

@@ -71,6 +71,7 @@ class DataConfig:
 
     train: str = ""
     eval: str = ""
+    heldout: str = ""  # the file scored for the held-out loss during training (train.eval_steps); "" = eval
     max_length: int = 1024  # longer examples are truncated (the completion keeps its end)
     # "rows": best-fit-decreasing packing into rows of pack_length tokens with per-example position_ids;
     # "group": batches of similar length; "none": random padded batches.

@@ -1,4 +1,5 @@
-"""Held-out loss during training: data.eval scored with the training loss every `train.eval_steps` steps."""
+"""Held-out loss during training: data.heldout (default data.eval) scored with the training loss every
+`train.eval_steps` steps."""
 
 from __future__ import annotations
 
@@ -25,30 +26,36 @@ def scorable(record: dict, recipe: TrainingHooks, tokenizer: Any, config: Config
         return False
 
 
-def heldout_examples(config: Config, recipe: TrainingHooks, tokenizer: Any) -> list[TokenizedExample]:
-    """The first `train.eval_examples` records of data.eval, tokenised as training is; [] when off or unscorable.
+def heldout_path(config: Config) -> tuple[str, str]:
+    """(key, path) of the held-out file: data.heldout when set, else data.eval."""
+    return ("data.heldout", config.data.heldout) if config.data.heldout else ("data.eval", config.data.eval)
 
-    With `train.eval_steps` set explicitly, data.eval must exist and be scorable (else a one-line error).
+
+def heldout_examples(config: Config, recipe: TrainingHooks, tokenizer: Any) -> list[TokenizedExample]:
+    """The first `train.eval_examples` held-out records, tokenised as training is; [] when off or unscorable.
+
+    With `train.eval_steps` set explicitly, the file must exist and be scorable (else a one-line error).
     """
     explicit = config.train.eval_steps > 0
-    if config.train.eval_steps == 0 or not config.data.eval:
+    key, path = heldout_path(config)
+    if config.train.eval_steps == 0 or not path:
         if explicit:
             raise LlmftError(f"train.eval_steps = {config.train.eval_steps} needs data.eval (a JSONL file)")
         return []
     try:
-        first = next(itertools.islice(iter_jsonl(config.data.eval, what="data.eval"), 1), None)
+        first = next(itertools.islice(iter_jsonl(path, what=key), 1), None)
     except LlmftError:
         if explicit:
             raise
         return []  # a missing eval file is `llmft eval`'s error to report, not training's
     if first is None or not scorable(first, recipe, tokenizer, config):
         if explicit:
-            raise LlmftError(f"train.eval_steps: data.eval {config.data.eval} has no prompt/completion or text "
-                             "records to score; set train.eval_steps = 0")
+            raise LlmftError(f"train.eval_steps: {key} {path} has no prompt/completion or text records to "
+                             "score; set train.eval_steps = 0")
         return []
     try:
-        return load_examples(config.data.eval, tokenizer, config.data.max_length,
-                             lambda record: recipe.tokenize(record, tokenizer, config), what="data.eval",
+        return load_examples(path, tokenizer, config.data.max_length,
+                             lambda record: recipe.tokenize(record, tokenizer, config), what=key,
                              limit=config.train.eval_examples)
     except LlmftError as exc:
         if explicit:
@@ -67,8 +74,9 @@ def eval_interval(config: Config, total_steps: int, examples: list[TokenizedExam
 
 
 def heldout_loss(model: Any, examples: list[TokenizedExample], pad_id: int, accelerator: Any,
-                 batch_size: int) -> float:
-    """Mean loss per trained token over all held-out examples, each process scoring its share."""
+                 batch_tokens: int) -> float:
+    """Mean loss per trained token over all held-out examples, each process scoring its share in padded
+    batches of at most `batch_tokens` tokens (a training batch's size, so it fits where training does)."""
     import torch
 
     from llmft.core.scoring import example_losses
@@ -77,6 +85,7 @@ def heldout_loss(model: Any, examples: list[TokenizedExample], pad_id: int, acce
     share = examples[rank::world]
     total, count = 0.0, 0
     if share:
+        batch_size = max(1, batch_tokens // max(len(example) for example in share))
         with accelerator.autocast():
             total = sum(example_losses(model, share, pad_id, batch_size=batch_size, reduction="sum"))
         count = sum(example.trained for example in share)

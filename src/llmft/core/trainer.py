@@ -85,6 +85,7 @@ def train(
         )
     total_steps = config.train.max_steps or math.ceil(config.train.epochs * steps_per_epoch)
     eval_every = eval_interval(config, total_steps, held_out)
+    eval_tokens = config.train.batch_size * max(len(row.input_ids) for row in rows)  # a training batch's size
 
     optimizer, scheduler = _optimizer(model, config, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -139,8 +140,7 @@ def train(
             raise LlmftError(f"step {step}: loss is {loss}; lower train.learning_rate or check the data")
         losses.append(loss)
         if eval_every and (step % eval_every == 0 or step == total_steps):
-            eval_losses[step] = heldout_loss(model, held_out, tokenizer.pad_token_id, accelerator,
-                                             config.train.batch_size)  # a batch size known to fit
+            eval_losses[step] = heldout_loss(model, held_out, tokenizer.pad_token_id, accelerator, eval_tokens)
             logger.log_eval(step, eval_losses[step])
         elapsed = time.perf_counter() - started
         logger.log(step, loss, scheduler.get_last_lr()[0], real_tokens * world / max(elapsed, 1e-9),
