@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from llmft.core.errors import LlmftError
+from llmft.core.writes import guarded_writes
 
 
 class RecipeCommands(click.Group):
@@ -38,10 +39,18 @@ def _recipe_command(recipe: Any) -> click.Command:
                      help="Print N tokenised training examples: trained tokens green (or [[in brackets]])."),
         click.Option(["--config", "show_config"], type=click.Path(dir_okay=False), default=None,
                      help="With --show: tokenise as this recipe TOML would (its tokenizer and tokens)."),
+        click.Option(["--overwrite"], is_flag=True,
+                     help="Replace existing files llmft did not write (an input is never overwritten)."),
     ]
 
-    def run(out: str | None, seed: int, show: int, show_config: str | None, **options: Any) -> None:
-        paths = recipe.make_data(Path(out) if out else None, seed, **options)
+    def run(out: str | None, seed: int, show: int, show_config: str | None, overwrite: bool,
+            **options: Any) -> None:
+        if show < 0:
+            raise LlmftError(f"--show must be >= 0, got {show}")
+        # Every option naming an existing file is an input: nothing may be written over it.
+        inputs = [value for value in options.values() if _is_file(value)]
+        with guarded_writes(inputs, overwrite):
+            paths = recipe.make_data(Path(out) if out else None, seed, **options)
         for split, path in paths.items():
             click.echo(f"{split}: {path} ({_count_lines(path):,} records)")
         if show:
@@ -50,6 +59,16 @@ def _recipe_command(recipe: Any) -> click.Command:
     example = getattr(recipe, "example", "") or f"llmft make-data {recipe.name} --show 3"
     return click.Command(recipe.name, callback=run, params=params, help=recipe.summary, short_help=recipe.summary,
                          epilog=f"Example: {example}")
+
+
+def _is_file(value: Any) -> bool:
+    """Whether an option's value names an existing file (a long text option is not a path)."""
+    if not isinstance(value, str) or not value or "\n" in value:
+        return False
+    try:
+        return Path(value).is_file()
+    except OSError:
+        return False
 
 
 def _count_lines(path: Path) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +19,81 @@ from llmft.core.errors import LlmftError
 
 
 def resolve_start(output_dir: Path, resume: bool, overwrite: bool, main: bool) -> Path | None:
-    """The checkpoint to resume from (None = fresh start); a finished run needs --resume or --overwrite."""
-    checkpoint = runs.last_checkpoint(output_dir)
+    """The checkpoint to resume from (None = fresh start); a finished run needs --resume or --overwrite.
+
+    On --resume a damaged newest checkpoint (a kill or full disk mid-save) is reported and the previous
+    complete one is used. A fresh start clears what an earlier failed or replaced run left (its tokenizer
+    was built for other data; its eval results came from other weights).
+    """
     if resume:
-        if checkpoint is None:
-            raise LlmftError(f"--resume: no checkpoint in {output_dir} (set train.save_steps to write them)")
-        return checkpoint
-    has_run = checkpoint is not None or (output_dir / runs.FINAL_NAME).exists()
+        for checkpoint in reversed(runs.checkpoint_dirs(output_dir)):
+            problem = damage(checkpoint)
+            if problem is None:
+                return checkpoint
+            if main:
+                print(f"--resume: {checkpoint} is damaged ({problem}); trying an earlier checkpoint", file=sys.stderr)
+        raise LlmftError(f"--resume: no complete checkpoint in {output_dir} (set train.save_steps to write them)")
+    has_run = runs.last_checkpoint(output_dir) is not None or (output_dir / runs.FINAL_NAME).exists()
     if has_run and not overwrite:
         raise LlmftError(f"train.output_dir {output_dir} already holds a run; pass --resume or --overwrite")
-    if has_run and main:
+    if main:
         for child in [*runs.checkpoint_dirs(output_dir), output_dir / runs.FINAL_NAME]:
             shutil.rmtree(child, ignore_errors=True)
         (output_dir / runs.METRICS_NAME).unlink(missing_ok=True)
-        for name in (runs.TOKENIZER_DIR, runs.BASE_MODEL_DIR, runs.TENSORBOARD_DIR):
+        for name in (runs.TOKENIZER_DIR, runs.BASE_MODEL_DIR, runs.TENSORBOARD_DIR, runs.EVAL_DIR):
             shutil.rmtree(output_dir / name, ignore_errors=True)
+        runs.remove_stale_staging(output_dir)
     return None
+
+
+def damage(folder: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (missing, empty or truncated files), or None if it looks whole."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    try:
+        state = json.loads((folder / runs.TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+        int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{runs.TRAINER_STATE_NAME} is missing or unreadable"
+    try:
+        with safe_open(str(folder / runs.TRAINABLE_NAME), framework="pt") as handle:
+            for key in handle.keys():
+                handle.get_slice(key)
+    except Exception as exc:  # safetensors raises its own error types for truncated or bad headers
+        return f"{runs.TRAINABLE_NAME}: {str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__}"
+    try:
+        with zipfile.ZipFile(folder / runs.OPTIMIZER_NAME) as archive:
+            if archive.testzip() is not None:
+                return f"{runs.OPTIMIZER_NAME} is corrupt"
+    except (OSError, zipfile.BadZipFile):
+        return f"{runs.OPTIMIZER_NAME} is missing or truncated"
+    return None
+
+
+# Keys that may change on --resume without changing what the run trains: how long, how often it saves or
+# logs, how many threads, and evaluation.
+RESUMABLE_CHANGES = ("train.max_steps", "train.epochs", "train.save_steps", "train.save_total_limit",
+                     "train.logging_steps", "train.threads", "eval.", "data.eval")
+
+
+def changed_keys(saved: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ between the run's saved config and the one given now (training-relevant
+    keys only)."""
+    old_flat, new_flat = _flatten(saved.to_dict()), _flatten(new.to_dict())
+    keys = sorted(set(old_flat) | set(new_flat))
+    return [k for k in keys if old_flat.get(k) != new_flat.get(k) and not k.startswith(RESUMABLE_CHANGES)]
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def save_artifact(model: Any, tokenizer: Any, config: Config, folder: Path) -> None:

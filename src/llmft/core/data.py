@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import json
 import random
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ class TokenizedExample:
 
     input_ids: list[int]
     labels: list[int]
+    truncated: bool = False  # cut to data.max_length (its EOS kept)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -50,17 +53,30 @@ def tokenize_record(record: dict[str, Any], tokenizer: Any, max_length: int) -> 
     if "prompt" in record and "completion" in record:
         prompt = encode_prompt(tokenizer, str(record["prompt"]))
         completion = tokenizer(str(record["completion"]), add_special_tokens=False)["input_ids"] + [eos]
-        if len(prompt) + len(completion) > max_length:
-            # Keep the completion whole where possible: cut the prompt from the left first.
-            keep = max(max_length - len(completion), 0)
-            prompt = prompt[len(prompt) - keep:] if keep else []
-            completion = completion[:max_length - len(prompt)]
-        return TokenizedExample(prompt + completion, [IGNORE] * len(prompt) + completion)
+        return fit_completion(prompt, completion, max_length)
     if "text" in record:
-        ids = encode_prompt(tokenizer, str(record["text"])) + [eos]
-        ids = ids[:max_length]
-        return TokenizedExample(ids, [IGNORE] + ids[1:])
+        return fit_text(encode_prompt(tokenizer, str(record["text"])) + [eos], max_length)
     raise KeyError("record has neither prompt/completion nor text")
+
+
+def fit_completion(prompt: list[int], completion: list[int], max_length: int) -> TokenizedExample:
+    """Prompt + completion (ending in EOS) cut to max_length: the prompt loses its start first, then the
+    completion its end, but the EOS stays last (the model still learns where an answer stops)."""
+    truncated = len(prompt) + len(completion) > max_length
+    if truncated:
+        keep = max(max_length - len(completion), 0)
+        prompt = prompt[len(prompt) - keep:] if keep else []
+        room = max_length - len(prompt)
+        completion = completion[:room - 1] + completion[-1:] if room < len(completion) else completion
+    return TokenizedExample(prompt + completion, [IGNORE] * len(prompt) + completion, truncated)
+
+
+def fit_text(ids: list[int], max_length: int) -> TokenizedExample:
+    """A text example (ending in EOS) cut to max_length with its EOS kept last; every token trained."""
+    truncated = len(ids) > max_length
+    if truncated:
+        ids = ids[:max_length - 1] + ids[-1:]
+    return TokenizedExample(ids, [IGNORE] + ids[1:], truncated)
 
 
 def tokenize_records(records: Sequence[dict[str, Any]], tokenizer: Any, max_length: int) -> list[TokenizedExample]:
@@ -87,15 +103,9 @@ def tokenize_records(records: Sequence[dict[str, Any]], tokenizer: Any, max_leng
     examples = []
     for i, kind in enumerate(kinds):
         if kind == "text":
-            ids = (first_ids[i] + [eos])[:max_length]
-            examples.append(TokenizedExample(ids, [IGNORE] + ids[1:]))
-            continue
-        prompt, completion = first_ids[i], completion_ids[i] + [eos]
-        if len(prompt) + len(completion) > max_length:
-            keep = max(max_length - len(completion), 0)
-            prompt = prompt[len(prompt) - keep:] if keep else []
-            completion = completion[:max_length - len(prompt)]
-        examples.append(TokenizedExample(prompt + completion, [IGNORE] * len(prompt) + completion))
+            examples.append(fit_text(first_ids[i] + [eos], max_length))
+        else:
+            examples.append(fit_completion(first_ids[i], completion_ids[i] + [eos], max_length))
     return examples
 
 
@@ -120,6 +130,10 @@ def load_examples(
         if example is not None:
             examples[index] = example
         elif ("prompt" in record and "completion" in record) or "text" in record:
+            for key in ("prompt", "completion", "text"):
+                if key in record and not isinstance(record[key], str):
+                    raise LlmftError(f"{what}: {path}: line {line}: '{key}' must be a string, got "
+                                     f"{json.dumps(record[key])[:40]}")
             plain.append(index)
         else:
             raise LlmftError(f"{what}: {path}: line {line} needs 'prompt' and 'completion', or 'text'")
@@ -128,6 +142,13 @@ def load_examples(
     for (line, _), example in zip(numbered, examples):
         if example.trained == 0:
             raise LlmftError(f"{what}: {path}: line {line} has no trained tokens (empty or truncated completion)")
+    completions = [numbered[i][1].get("completion") for i in plain if "completion" in numbered[i][1]]
+    if completions and len(completions) == len(numbered) and not any(c.strip() for c in completions):
+        raise LlmftError(f"{what}: {path}: every completion is empty; nothing to learn")
+    truncated = sum(example.truncated for example in examples)
+    if truncated:
+        print(f"{what}: {truncated:,} of {len(examples):,} examples are longer than data.max_length ({max_length}) "
+              "and were cut (their end-of-sequence token kept)", file=sys.stderr)
     return examples
 
 
@@ -169,6 +190,25 @@ def pack_rows(examples: Sequence[TokenizedExample], row_length: int) -> list[Row
     return [_join([examples[i] for i in members]) for members in bins]
 
 
+def pack_rows_by_width(examples: Sequence[TokenizedExample], widths: Sequence[int]) -> list[Row]:
+    """Rows of a few fixed widths: each example joins the narrowest width that holds it (the widest when none
+    does) and is best-fit packed with its peers there. Narrow rows waste less attention on masked pairs (the
+    block-diagonal mask of a packed row costs width^2 whatever it holds)."""
+    widths = sorted(set(widths))
+    groups: dict[int, list[TokenizedExample]] = {w: [] for w in widths}
+    for example in examples:
+        groups[width_class(len(example), widths)].append(example)
+    rows: list[Row] = []
+    for width in widths:
+        rows += pack_rows(groups[width], width)
+    return rows
+
+
+def width_class(length: int, widths: Sequence[int]) -> int:
+    """The narrowest of `widths` (sorted) that holds `length` tokens; the widest when none does."""
+    return next((w for w in widths if length <= w), widths[-1])
+
+
 def single_rows(examples: Sequence[TokenizedExample]) -> list[Row]:
     """One example per row (no packing)."""
     return [_join([example]) for example in examples]
@@ -186,14 +226,28 @@ def _join(members: Sequence[TokenizedExample]) -> Row:
     return Row(input_ids, labels, positions, examples=len(members))
 
 
-def batch_order(rows: Sequence[Row], batch_size: int, seed: int, epoch: int, strategy: str) -> list[list[int]]:
+def batch_order(rows: Sequence[Row], batch_size: int, seed: int, epoch: int, strategy: str,
+                widths: Sequence[int] = ()) -> list[list[int]]:
     """Row indices for each micro-batch of one epoch, fixed by (seed, epoch) so a resumed run sees the same order.
 
-    "group" sorts rows by length inside shuffled windows of 50 batches so padding stays small.
+    "group" sorts rows by length inside shuffled windows of 50 batches so padding stays small. With `widths`
+    (rows packed by width), a batch holds rows of one width only, as many as make the tokens of `batch_size`
+    rows of the widest width; the number of batches is the same in every epoch.
     """
     rng = random.Random(seed * 1_000_003 + epoch)
     indices = list(range(len(rows)))
     rng.shuffle(indices)
+    if widths:
+        widths = sorted(set(widths))
+        by_width: dict[int, list[int]] = {}
+        for i in indices:
+            by_width.setdefault(width_class(len(rows[i].input_ids), widths), []).append(i)
+        batches = []
+        for width in sorted(by_width):
+            per = max(1, batch_size * widths[-1] // width)
+            batches += [by_width[width][j:j + per] for j in range(0, len(by_width[width]), per)]
+        rng.shuffle(batches)
+        return batches
     if strategy == "group":
         window = batch_size * 50
         grouped = []

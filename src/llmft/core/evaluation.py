@@ -10,6 +10,7 @@ from llmft.core import runs
 from llmft.core.config import Config
 from llmft.core.errors import LlmftError
 from llmft.core.inference import build_generator
+from llmft.core.jsonl import iter_jsonl
 from llmft.core.results import discard_if_changed
 
 
@@ -39,6 +40,9 @@ def evaluate_folder(folder: str | Path, config: Config, recipe: Evaluates, out: 
     folder = Path(folder)
     if config.data.eval and not Path(config.data.eval).exists():
         raise LlmftError(f"data.eval: file not found: {config.data.eval} (override with data.eval=PATH)")
+    if config.data.eval:
+        for _ in iter_jsonl(config.data.eval, what="data.eval"):
+            pass  # a malformed file fails here, before earlier results are touched
     if recipe.needs_model(config) and config.eval.backend != "hf":
         raise LlmftError(f"recipe '{recipe.name}' scores the model itself (losses, probes); "
                          f"eval.backend = '{config.eval.backend}' does not expose it: use eval.backend = 'hf'")

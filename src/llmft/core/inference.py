@@ -17,7 +17,16 @@ def read_run_config(folder: str | Path) -> Config:
         raise LlmftError(f"--adapter: folder not found: {folder}")
     if not (folder / runs.CONFIG_NAME).is_file():
         raise LlmftError(f"--adapter: {folder} has no {runs.CONFIG_NAME}; is it a llmft final/ or checkpoint-N/ folder?")
+    if not has_weights(folder):
+        inside = [child.name for child in (folder / runs.FINAL_NAME, *runs.checkpoint_dirs(folder)) if child.is_dir()]
+        hint = f"; use {folder / inside[0]}" if inside else " (the run has no final/ or checkpoint yet)"
+        raise LlmftError(f"--adapter: {folder} is a run's root folder, not a model{hint}")
     return load_config(folder / runs.CONFIG_NAME)
+
+
+def has_weights(folder: Path) -> bool:
+    """An adapter or a full model folder (what eval, export and serve can load)."""
+    return (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()
 
 
 def is_adapter(folder: Path) -> bool:

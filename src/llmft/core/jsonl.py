@@ -19,6 +19,7 @@ import jsonlines
 
 from llmft.core.errors import LlmftError
 from llmft.core.runs import atomic_write_text
+from llmft.core.writes import staging_for
 
 Record = dict[str, Any]
 
@@ -35,8 +36,12 @@ def iter_numbered(path: str | Path, *, what: str = "") -> Iterator[tuple[int, Re
     label = f"{what}: " if what else ""
     if not path.is_file():
         raise LlmftError(f"{label}file not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise LlmftError(f"{label}{path}: line {number} is not UTF-8 (byte {exc.start}: {exc.reason})") from None
             if not line.strip():
                 continue
             try:
@@ -58,6 +63,10 @@ def write_jsonl(path: str | Path, records: Iterable[Record]) -> Path:
     buffer = io.StringIO()
     with jsonlines.Writer(buffer, compact=True, dumps=functools.partial(json.dumps, ensure_ascii=False)) as writer:
         writer.write_all(records)
+    staged = staging_for(Path(path))  # inside make-data: published only once every target is checked
+    if staged is not None:
+        staged.write_text(buffer.getvalue(), encoding="utf-8")
+        return Path(path)
     return atomic_write_text(path, buffer.getvalue())
 
 

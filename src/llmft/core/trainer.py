@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,14 @@ from llmft.core.config import Config, config_to_toml
 from llmft.core.data import IGNORE, batch_order, collate
 from llmft.core.errors import LlmftError
 from llmft.core.heldout import eval_interval, heldout_examples, heldout_loss
-from llmft.core.model_setup import TrainingHooks, build_rows, extra_tokens, run_tokenizer, setup_model
+from llmft.core.model_setup import (
+    TrainingHooks,
+    build_rows,
+    extra_tokens,
+    row_widths,
+    run_tokenizer,
+    setup_model,
+)
 from llmft.core.run_summary import write_summary
 from llmft.core.scoring import token_loss_sum
 from llmft.core.train_log import TrainLog
@@ -66,9 +74,31 @@ def train(
     use_bf16 = config.train.bf16 == "true" or (config.train.bf16 == "auto" and bf16_supported())
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not cuda_available())
     main, barrier = accelerator.is_main_process, accelerator.wait_for_everyone
-    checkpoint = checkpoints.resolve_start(output_dir, resume, overwrite, main)
-    barrier()
+    with _output_lock(output_dir, main):
+        checkpoint = checkpoints.resolve_start(output_dir, resume, overwrite, main)
+        barrier()
+        return _train(config, recipe, accelerator, checkpoint, stop_after_step, progress)
 
+
+def _output_lock(output_dir: Path, main: bool) -> Any:
+    """The run folder's lock on the main process (one training per folder); checks the folder is usable."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise LlmftError(f"train.output_dir {output_dir} is a file, not a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LlmftError(f"train.output_dir {output_dir}: cannot create it ({exc.strerror})") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise LlmftError(f"train.output_dir {output_dir} is not writable")
+    return runs.RunLock(output_dir) if main else contextlib.nullcontext()
+
+
+def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: Path | None, stop_after_step: int,
+           progress: bool) -> TrainResult:
+    import torch
+
+    output_dir = Path(config.train.output_dir)
+    main, barrier = accelerator.is_main_process, accelerator.wait_for_everyone
     tokenizer = run_tokenizer(config, recipe, main, barrier)
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in extra_tokens(config, recipe)]
     model = setup_model(config, tokenizer, new_ids, main, barrier)
@@ -76,7 +106,13 @@ def train(
     held_out = heldout_examples(config, recipe, tokenizer)
     packed = config.data.packing == "rows"
     world, rank = accelerator.num_processes, accelerator.process_index
-    batches_per_epoch = math.ceil(len(rows) / config.train.batch_size)
+    widths = row_widths(config, max(len(row.input_ids) for row in rows))
+    strategy = "group" if config.data.packing == "group" else "random"
+
+    def epoch_order(epoch: int) -> list[list[int]]:
+        return batch_order(rows, config.train.batch_size, config.train.seed, epoch, strategy, widths)
+
+    batches_per_epoch = len(epoch_order(0))
     steps_per_epoch = batches_per_epoch // (config.train.grad_accum * world)
     if steps_per_epoch == 0:
         raise LlmftError(
@@ -107,8 +143,7 @@ def train(
     started, real_tokens = time.perf_counter(), 0
     while step < total_steps:
         epoch, index = divmod(step, steps_per_epoch)
-        order = batch_order(rows, config.train.batch_size, config.train.seed, epoch,
-                            "group" if config.data.packing == "group" else "random")
+        order = epoch_order(epoch)
         micro = [order[(index * config.train.grad_accum + g) * world + rank]
                  for g in range(config.train.grad_accum)]
         batches = [collate([rows[i] for i in indices], tokenizer.pad_token_id, packed) for indices in micro]

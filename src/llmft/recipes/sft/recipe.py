@@ -46,6 +46,10 @@ class SftRecipe(Recipe):
                   n: int = 2000, eval_n: int = 200, eval_fraction: float = 0.1) -> dict[str, Path]:
         if bool(input_file) == bool(toy):
             raise LlmftError("make-data sft: give exactly one of --input FILE or --toy TASK")
+        if n < 1 or eval_n < 1:
+            raise LlmftError(f"make-data sft: --n and --eval-n must be >= 1, got {n} and {eval_n}")
+        if not 0 < eval_fraction < 1:
+            raise LlmftError(f"make-data sft: --eval-fraction must be between 0 and 1, got {eval_fraction}")
         if toy:
             train, held_out = toy_split(toy, n, eval_n, seed)
             out = out or Path("data/sft") / toy
@@ -54,8 +58,10 @@ class SftRecipe(Recipe):
             for line, record in enumerate(records, start=1):
                 if not ("prompt" in record and "completion" in record):
                     raise LlmftError(f"--input: {input_file}: line {line} needs 'prompt' and 'completion'")
+            if len(records) < 2:
+                raise LlmftError(f"--input: {input_file} has {len(records)} record(s); need 2 or more to split")
             random.Random(seed).shuffle(records)
-            cut = max(1, int(len(records) * eval_fraction))
+            cut = min(max(1, int(len(records) * eval_fraction)), len(records) - 1)
             held_out, train = records[:cut], records[cut:]
             out = out or Path("data/sft") / Path(input_file).stem
         return {"train": write_jsonl(out / "train.jsonl", train), "eval": write_jsonl(out / "eval.jsonl", held_out)}
