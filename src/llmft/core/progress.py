@@ -52,7 +52,7 @@ class Progress:
         if self.bar is not None:
             self.bar.update(n)
             if postfix:
-                self.bar.set_postfix({k: _fmt(v) for k, v in self.postfix.items()}, refresh=False)
+                self.bar.set_postfix({k: _fmt(v) for k, v in self.postfix.items() if v is not None}, refresh=False)
         elif self.done >= self.total > self.printed:
             self._line()
         elif self.done > self.printed:
@@ -84,7 +84,7 @@ class Progress:
         rate = (self.done - self.start_count) / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 else None
         parts = [f"{self.desc}: {self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%)"]
-        parts += [f"{k} {_fmt(v)}" for k, v in self.postfix.items()]
+        parts += [f"{k} {_fmt(v)}" for k, v in self.postfix.items() if v is not None]
         parts.append(f"elapsed {_clock(elapsed)}" + (f", left ~{_clock(left)}" if left is not None and left > 0 else ""))
         print(" | ".join(parts), file=self.stream, flush=True)
 

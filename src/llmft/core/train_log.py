@@ -28,6 +28,7 @@ class TrainLog:
             from llmft.core.progress import Progress
 
             self.bar = Progress(total, "train", initial=start, unit="steps")
+            self.bar.postfix = dict.fromkeys(("loss", "lr", "tok_s", "eval_loss"))  # the order they show in
         try:
             from torch.utils.tensorboard import SummaryWriter
 
