@@ -133,7 +133,7 @@ def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # Small overrides that keep a documented command's meaning but make it take seconds (the last value wins).
 SMALL_MAKE_DATA = {"squad": ["--synthetic", "300"], "uft": ["--n-stories", "400", "--n-eval", "60"]}
 SMALL_EVAL = {"uft": ["uft.loss_examples=4", "uft.n_generations=2", "uft.story_tokens=8", "uft.probe_steps=2",
-                      "uft.probe_examples=40", "uft.recovery_steps=[0,1,2]"]}
+                      "uft.probe_examples=40"]}
 
 
 def runnable_here(args: list[str]) -> bool:
@@ -165,9 +165,11 @@ def small(args: list[str]) -> list[str]:
     if verb == "train" and "--dry-run" not in args:
         return [*args, *SMALL["train"]]
     if verb == "eval":
-        folder = Path(args[args.index("--adapter") + 1])
-        recipe = re.search(r'^recipe = "(\w+)"', (folder / "llmft.toml").read_text(), re.M).group(1)
-        return [*args, *SMALL["eval"], *SMALL_EVAL.get(recipe, [])]
+        from llmft.core.config import tomllib  # tomli on Python 3.10
+
+        saved = tomllib.loads((Path(args[args.index("--adapter") + 1]) / "llmft.toml").read_text())
+        curve = ["uft.recovery_steps=[0,1,2]"] if saved.get("uft", {}).get("recovery_steps") else []  # 2 steps ran
+        return [*args, *SMALL["eval"], *SMALL_EVAL.get(saved["recipe"], []), *curve]
     return args
 
 
@@ -198,6 +200,7 @@ def run_readme(text: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> tupl
             check_parses(args)
             parsed.append(command)
             continue
+        _fresh_accelerate()  # each command is its own process for a user (presets differ in bf16)
         result = CliRunner().invoke(cli, small(args), catch_exceptions=False)
         if "vllm" in args:  # no vLLM on this machine: one line, exit 2
             assert result.exit_code == 2 and result.output.strip().startswith("error: "), result.output
@@ -206,6 +209,13 @@ def run_readme(text: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> tupl
         assert result.exit_code == 0, f"README line {number}: {command}\n{result.output[-3000:]}"
         outputs.append(result.output)
     return outputs, parsed
+
+
+def _fresh_accelerate() -> None:
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
 
 
 def _env() -> dict[str, str]:

@@ -112,8 +112,20 @@ def test_export_is_quiet_and_verbose_brings_library_output_back(tmp_path: Path) 
     code, export_log = _llmft("export", "--adapter", str(tmp_path / "run/final"), "--out", str(tmp_path / "x"),
                               cwd=tmp_path)
     assert code == 0 and not [noise for noise in NOISE if noise in export_log], export_log
-    assert len(export_log.strip().splitlines()) == 1, export_log
+    assert len(export_log.strip().splitlines()) == 2, export_log  # what it does, then what it did
     # --verbose brings the libraries' own output back (so the checks above can fail).
     code, verbose_log = _llmft("--verbose", "export", "--adapter", str(tmp_path / "run/final"), "--out",
                                str(tmp_path / "y"), cwd=tmp_path)
     assert code == 0 and "Loading weights" in verbose_log, verbose_log
+
+
+def test_a_large_training_file_is_announced(tmp_path, capsys) -> None:
+    from llmft.core.progress import note_large_file
+
+    small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
+    small.write_text("{}\n")
+    big.write_bytes(b"{}\n" * 400_000)  # 1.1 MB
+    note_large_file(str(small), "data.train", threshold_mb=1)
+    assert capsys.readouterr().err == ""
+    note_large_file(str(big), "data.train", threshold_mb=1)
+    assert capsys.readouterr().err == f"llmft: reading and tokenising data.train {big} (1 MB); this takes a while\n"

@@ -89,6 +89,17 @@ class Progress:
         print(" | ".join(parts), file=self.stream, flush=True)
 
 
+def note_large_file(path: str, what: str, threshold_mb: float = 50.0) -> None:
+    """Say before a long silent read (tokenising a big JSONL) what is being read and how big it is."""
+    try:
+        size = os.path.getsize(path) / 2**20
+    except OSError:
+        return
+    if size >= threshold_mb:
+        print(f"llmft: reading and tokenising {what} {path} ({size:,.0f} MB); this takes a while", file=sys.stderr,
+              flush=True)
+
+
 def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()

@@ -31,6 +31,7 @@ from llmft.core.model_setup import (
     run_tokenizer,
     setup_model,
 )
+from llmft.core.progress import note_large_file
 from llmft.core.run_summary import write_summary
 from llmft.core.scoring import token_loss_sum
 from llmft.core.train_log import TrainLog
@@ -99,6 +100,8 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
 
     output_dir = Path(config.train.output_dir)
     main, barrier = accelerator.is_main_process, accelerator.wait_for_everyone
+    if main:
+        note_large_file(config.data.train, "data.train")
     tokenizer = run_tokenizer(config, recipe, main, barrier)
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in extra_tokens(config, recipe)]
     model = setup_model(config, tokenizer, new_ids, main, barrier)
