@@ -167,9 +167,11 @@ def small(args: list[str]) -> list[str]:
     if verb == "eval":
         from llmft.core.config import tomllib  # tomli on Python 3.10
 
-        saved = tomllib.loads((Path(args[args.index("--adapter") + 1]) / "llmft.toml").read_text())
-        curve = ["uft.recovery_steps=[0,1,2]"] if saved.get("uft", {}).get("recovery_steps") else []  # 2 steps ran
-        return [*args, *SMALL["eval"], *SMALL_EVAL.get(saved["recipe"], []), *curve]
+        saved = [tomllib.loads((Path(args[i + 1]) / "llmft.toml").read_text())
+                 for i, a in enumerate(args) if a == "--adapter"]
+        curve = any(s.get("uft", {}).get("recovery_steps") for s in saved)
+        return [*args, *SMALL["eval"], *SMALL_EVAL.get(saved[0]["recipe"], []),
+                *(["uft.recovery_steps=[0,1,2]"] if curve else [])]  # the runs trained 2 steps
     return args
 
 
