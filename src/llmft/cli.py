@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -30,15 +32,27 @@ class LlmftGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LlmftError as exc:
+            line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            _tell_launcher(f"error: {line}")
             if os.environ.get("RANK", "0") != "0":
                 sys.exit(UserError.exit_code)  # under torchrun/accelerate: the error is printed once, by rank 0
-            raise UserError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            raise UserError(line) from None
         except OSError as exc:
             # The machine's limits, not a bug: a full disk, a read-only or forbidden path.
             if exc.errno not in ENVIRONMENT_ERRORS:
                 raise
             where = f" writing {exc.filename}" if exc.filename else ""
             raise UserError(f"{exc.strerror or exc}{where}") from None
+
+
+def _tell_launcher(message: str) -> None:
+    """Under torchrun (and accelerate's multi-process launch) the failure summary shows this line as the
+    process's error instead of "To enable traceback see: ..." (torch elastic's error-file protocol)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path and not os.path.exists(path):
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"message": {"message": message, "extraInfo": {"py_callstack": message,
+                                                                    "timestamp": str(int(time.time()))}}}, handle)
 
 
 @click.group(cls=LlmftGroup, context_settings={"help_option_names": ["-h", "--help"]})

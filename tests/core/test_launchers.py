@@ -68,3 +68,6 @@ threads = 1
     assert bad.returncode != 0 and len(errors) == 1, bad.stderr
     assert "did you mean 'train.learning_rate'" in errors[0]
     assert "Traceback" not in bad.stderr.split("error: ")[0]  # llmft's own part has no traceback
+    # torchrun's failure summary names the error too (torch elastic's error file), not "To enable traceback".
+    root_cause = bad.stderr.split("Root Cause")[1]
+    assert "traceback : error: " in root_cause and "did you mean 'train.learning_rate'" in root_cause, bad.stderr
