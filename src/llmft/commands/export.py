@@ -19,6 +19,5 @@ def export_command(adapter_dir: str, out: str, dtype: str, overwrite: bool) -> N
     """
     from llmft.core.export import export_merged
 
-    click.echo(f"export: merging {adapter_dir} into its base (a large model takes minutes) ...", err=True)
     report = export_merged(adapter_dir, out, dtype, overwrite=overwrite)
     click.echo(f"exported -> {report['out']} (max |logit diff| vs adapter: {report['max_abs_logit_diff']:.2e})")

@@ -1,4 +1,5 @@
-"""A training run's log: progress (a bar, or interval lines off a terminal), metrics.jsonl (kill-safe, trimmed on resume) and TensorBoard."""
+"""A training run's log: progress (a bar, or interval lines off a terminal), metrics.jsonl (kill-safe,
+trimmed on resume) and TensorBoard."""
 
 from __future__ import annotations
 
