@@ -75,6 +75,7 @@ def cli(verbose: bool) -> None:
 
 
 def _register() -> None:
+    from llmft.commands.estimate import estimate_command
     from llmft.commands.eval import eval_command
     from llmft.commands.export import export_command
     from llmft.commands.make_data import make_data_group
@@ -85,6 +86,7 @@ def _register() -> None:
     cli.add_command(train_command)
     cli.add_command(eval_command)
     cli.add_command(export_command)
+    cli.add_command(estimate_command)
     cli.add_command(recipes_command)
     for command in cli.commands.values():  # the whole first line in `llmft --help`, wrapped, not cut off
         command.short_help = command.short_help or (command.help or "").strip().splitlines()[0]

@@ -1,7 +1,9 @@
-"""What trains: full weights, LoRA, QLoRA, new-token embeddings (prompt tuning), or LoRA + new tokens.
+"""What trains: full weights, LoRA, QLoRA, new-token embeddings (prompt tuning), LoRA + new tokens, or
+bottleneck adapters (core/bottleneck.py, not PEFT).
 
-Built on PEFT: LoRA layers from `LoraConfig`, new-token rows from `trainable_token_indices` (LoRA) or
-`TrainableTokensConfig` (embeddings only), so adapters reload with plain `PeftModel.from_pretrained`.
+LoRA and prompt tuning are built on PEFT: LoRA layers from `LoraConfig`, new-token rows from
+`trainable_token_indices` (LoRA) or `TrainableTokensConfig` (embeddings only), so adapters reload with plain
+`PeftModel.from_pretrained`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,19 @@ from llmft.core.errors import LlmftError
 
 
 def uses_peft(config: Config) -> bool:
+    return config.adapter.method not in ("full", "bottleneck")
+
+
+def keeps_base(config: Config) -> bool:
+    """Whether the run saves only adapter weights, so its base model must be kept or reloadable."""
     return config.adapter.method != "full"
+
+
+def bottleneck_spec(config: Config) -> Any:
+    from llmft.core.bottleneck import BottleneckSpec
+
+    a = config.adapter
+    return BottleneckSpec(a.mh_adapter, a.output_adapter, a.reduction_factor, a.non_linearity)
 
 
 def apply_adapter(model: Any, config: Config, new_token_ids: list[int]) -> Any:
@@ -23,7 +37,16 @@ def apply_adapter(model: Any, config: Config, new_token_ids: list[int]) -> Any:
     method = config.adapter.method
     if method == "full":
         return model
-    token_layers = _token_layers(model, new_token_ids)
+    if method == "bottleneck":
+        from llmft.core.bottleneck import add_bottlenecks
+
+        if new_token_ids:
+            raise LlmftError("adapter.method = 'bottleneck' does not train new-token embeddings, but this run adds "
+                             f"{len(new_token_ids)} tokens; use 'lora+prompt-tuning' or drop adapter.new_tokens")
+        add_bottlenecks(model, bottleneck_spec(config))
+        return model
+    lora_targets = [] if method == "prompt-tuning" else config.adapter.target_modules
+    token_layers = _token_layers(model, new_token_ids, lora_targets)
     if method == "prompt-tuning":
         if not new_token_ids:
             raise LlmftError(
@@ -46,18 +69,21 @@ def apply_adapter(model: Any, config: Config, new_token_ids: list[int]) -> Any:
     return get_peft_model(model, peft_config)
 
 
-def _token_layers(model: Any, new_token_ids: list[int]) -> dict[str, list[int]]:
-    """Input and (untied) output embedding layers whose new rows train."""
+def _token_layers(model: Any, new_token_ids: list[int], lora_targets: list[str]) -> dict[str, list[int]]:
+    """Input and (untied) output embedding layers whose new rows train; an output layer that LoRA targets
+    (llama-squad's all-linear set includes lm_head) adapts through LoRA instead, which covers its new rows."""
     if not new_token_ids:
         return {}
     names = {}
     inputs = model.get_input_embeddings()
     outputs = model.get_output_embeddings()
     for name, module in model.named_modules():
+        short = name.split(".")[-1]
         if module is inputs:
-            names[name.split(".")[-1]] = new_token_ids
-        elif outputs is not None and module is outputs and outputs.weight is not inputs.weight:
-            names[name.split(".")[-1]] = new_token_ids
+            names[short] = new_token_ids
+        elif outputs is not None and module is outputs and outputs.weight is not inputs.weight \
+                and short not in lora_targets:
+            names[short] = new_token_ids
     return names
 
 

@@ -46,23 +46,37 @@ class ModelConfig:
     chat_template: str = ""  # a Jinja template overriding the tokenizer's own
     trust_remote_code: bool = False
     attn_implementation: str = "sdpa"
+    # false: texts and prompts are encoded without BOS (Re-Tuning's add_special_tokens=False); the run's saved
+    # tokenizer keeps this, so training, eval and serve agree.
+    add_bos: bool = True
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
 @dataclass
 class AdapterConfig:
-    """What trains: full weights, LoRA, QLoRA (4-bit nf4 base), new-token embeddings, or LoRA + those."""
+    """What trains: full weights, LoRA, QLoRA (4-bit nf4 base), new-token embeddings, LoRA + those, or
+    bottleneck adapters."""
 
-    method: Literal["full", "lora", "qlora", "prompt-tuning", "lora+prompt-tuning"] = "lora"
+    method: Literal["full", "lora", "qlora", "prompt-tuning", "lora+prompt-tuning", "bottleneck"] = "lora"
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     # Extra tokens to add to the tokenizer, besides the recipe's own.
     new_tokens: list[str] = field(default_factory=list)
+    # Bottleneck adapters (method "bottleneck"): after each attention block and/or each feed-forward block,
+    # hidden_size // reduction_factor wide (the `adapters` library's names and Pfeiffer defaults).
+    mh_adapter: bool = False
+    output_adapter: bool = True
+    reduction_factor: int = 16
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = "relu"
     # A previous run's final/ or checkpoint-N/ folder merged into the base before this run trains
     # (multi-stage training, e.g. new-token embeddings first, then LoRA); "" = start from model.name.
     init_from: str = ""
+    # QLoRA's 4-bit base: double quantisation of the quantisation constants, and the dtype the dequantised
+    # matmuls run in ("auto": bf16 where it is fast, else fp32).
+    double_quant: bool = True
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
 
 
 @dataclass
@@ -96,8 +110,17 @@ class TrainConfig:
     lr_scheduler: Literal["constant", "cosine", "linear"] = "constant"
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
+    # The schedule's length in steps, warmup_ratio included (0 = the run's): a run that stops at max_steps part
+    # way through a longer schedule, as llama-squad's 65,000-step cosine read at 10,000 steps.
+    lr_schedule_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    # "token": the loss is the mean over the trained tokens of the whole accumulation window and all ranks;
+    # "sequence": each example's summed token loss, averaged over the window's examples (a packed row counts
+    # each example it holds), as Re-Tuning's reference trained.
+    loss_reduction: Literal["token", "sequence"] = "token"
     seed: int = 0
     save_steps: int = 0  # 0 = only the final adapter/model
     save_total_limit: int = 2
@@ -107,6 +130,9 @@ class TrainConfig:
     eval_steps: int = -1
     eval_examples: int = 256  # held-out records scored each time (the first N of data.eval); 0 = all
     bf16: Literal["auto", "true", "false"] = "auto"
+    # Lightning-style precision; "" = decided by `bf16`. "bf16-true" casts the weights to bf16, the "-mixed"
+    # ones keep fp32 weights and autocast; "16-mixed" (fp16 with loss scaling) needs a CUDA GPU.
+    precision: Literal["", "32-true", "bf16-mixed", "bf16-true", "16-mixed"] = ""
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
 
 
@@ -123,12 +149,42 @@ class EvalConfig:
     seed: int = 0
 
 
+@dataclass
+class EstimateConfig:
+    """`llmft estimate`: the gradient-projection (GradEx) estimate of fine-tuning on data subsets."""
+
+    data: str = ""  # JSONL whose per-example gradients are taken; "" = data.train
+    eval_data: str = ""  # JSONL the estimated models' loss is measured on; "" = data.eval
+    max_examples: int = 0  # 0 = all of `data`
+    # f_i whose gradients are taken: "logit" = the reference's mean gold-token log-odds; "loss" = minus the
+    # mean token loss (an option of ours: the direction fine-tuning itself starts along).
+    output: Literal["logit", "loss"] = "logit"
+    project_dimension: int = 200  # d of the random projection
+    seed: int = 0  # projection matrix, random labels and sampled subsets
+    scale: float = 0.05  # |update| = scale x |meta-initialisation's adapter parameters|
+    regularization: float = 1e-4  # C of the L2 logistic regression
+    positive_rate: float = 0.7  # P(label = 1) of the random labels
+    fit_fraction: float = 0.8  # share of a subset's examples the regression is fit on
+    batch_size: int = 8
+    shard_size: int = 256  # examples per cached gradient file
+    group_by: str = ""  # record field naming each example's group (e.g. "task"); "" = one group per example
+    number_of_subsets: int = 8
+    subset_size: float = 0.5  # share of the groups in each sampled subset
+    subsets: list[list[str]] = field(default_factory=list)  # given subsets (group names) instead of sampled ones
+    approximation_examples: int = 0  # > 0: the first-order approximation error on this many examples
+    metric: bool = False  # also run the recipe's evaluation on each estimated model
+    # Real fine-tunes of the meta-initialisation (full runs with adapter.init_from = it) to compare with: each
+    # one's true loss beside the estimate for its data.train records, and its update's approximation error.
+    finetuned: list[str] = field(default_factory=list)
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "adapter": AdapterConfig,
     "data": DataConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "estimate": EstimateConfig,
 }
 
 
@@ -142,6 +198,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
     section: Any = None
     source: str = ""  # where it was read from, for messages
 
@@ -226,6 +283,7 @@ _BOUNDS = [
     ("train", "batch_size", 1, True), ("train", "grad_accum", 1, True), ("train", "learning_rate", 0, False),
     ("train", "max_steps", 0, True), ("train", "epochs", 0, False), ("train", "save_steps", 0, True),
     ("train", "save_total_limit", 1, True), ("train", "logging_steps", 1, True), ("train", "threads", 0, True),
+    ("train", "lr_schedule_steps", 0, True),
     ("train", "warmup_steps", 0, True), ("train", "warmup_ratio", 0, True), ("train", "weight_decay", 0, True),
     ("train", "max_grad_norm", 0, True), ("data", "max_length", 2, True), ("data", "pack_length", 2, True),
     ("eval", "batch_size", 1, True), ("eval", "max_new_tokens", 1, True), ("eval", "num_beams", 1, True),
@@ -250,6 +308,9 @@ def _check_values(built: dict[str, Any]) -> list[str]:
                       f"({tiny.num_heads})")
     if not built["train"].output_dir.strip():
         errors.append("key 'train.output_dir' must not be empty")
+    for beta in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(built["train"], beta) < 1:
+            errors.append(f"key 'train.{beta}' must be in [0, 1), got {getattr(built['train'], beta)!r}")
     widths = built["data"].row_widths
     if widths and (min(widths) < 2 or max(widths) > built["data"].pack_length):
         errors.append(f"key 'data.row_widths' must lie between 2 and data.pack_length ({built['data'].pack_length}), "

@@ -54,6 +54,8 @@ def run_tokenizer(config: Config, recipe: TrainingHooks, main: bool, barrier: Ca
     """The tokenizer kept in the run folder (built once by the main process, reloaded by every rank)."""
     from transformers import AutoTokenizer
 
+    from llmft.core.models import set_bos
+
     tokenizer_dir = Path(config.train.output_dir) / runs.TOKENIZER_DIR
     if main and not tokenizer_dir.exists():
         tokenizer = build_tokenizer(config, recipe)
@@ -64,6 +66,7 @@ def run_tokenizer(config: Config, recipe: TrainingHooks, main: bool, barrier: Ca
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    set_bos(tokenizer, config.model.add_bos)
     return tokenizer
 
 
@@ -94,7 +97,7 @@ def row_widths(config: Config, widest: int = 0) -> list[int]:
 def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
                 barrier: Callable[[], None]) -> Any:
     """Base model (hub, local, tiny from config, or an init_from run merged), resized, wrapped in its adapter."""
-    from llmft.core.adapters import apply_adapter, trainable_summary, uses_peft
+    from llmft.core.adapters import apply_adapter, keeps_base, trainable_summary
     from llmft.core.models import build_tiny_model, is_tiny, load_pretrained, resize_embeddings
 
     quantize = config.adapter.method == "qlora"
@@ -105,7 +108,7 @@ def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
         barrier()
         model = load_pretrained(str(base_dir), config, quantize_4bit=quantize)
     elif is_tiny(config):
-        if main and not base_dir.exists() and (uses_peft(config) or quantize):
+        if main and not base_dir.exists() and (keeps_base(config) or quantize):
             staged = runs.staging_dir(base_dir)
             build_tiny_model(config, tokenizer).save_pretrained(staged)
             tokenizer.save_pretrained(staged)

@@ -68,17 +68,19 @@ def train(
     from accelerate import Accelerator
 
     from llmft.core.models import bf16_supported, cuda_available
+    from llmft.core.precision import resolve_precision
 
     output_dir = Path(config.train.output_dir)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    use_bf16 = config.train.bf16 == "true" or (config.train.bf16 == "auto" and bf16_supported())
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not cuda_available())
+    cuda = cuda_available()
+    precision = resolve_precision(config, cuda, cuda and torch.cuda.is_bf16_supported(), bf16_supported())
+    accelerator = Accelerator(mixed_precision=precision.mixed_precision, cpu=not cuda)
     main, barrier = accelerator.is_main_process, accelerator.wait_for_everyone
     with _output_lock(output_dir, main):
         checkpoint = checkpoints.resolve_start(output_dir, resume, overwrite, main)
         barrier()
-        return _train(config, recipe, accelerator, checkpoint, stop_after_step, progress)
+        return _train(config, recipe, accelerator, checkpoint, stop_after_step, progress, precision.weight_dtype)
 
 
 def _output_lock(output_dir: Path, main: bool) -> Any:
@@ -95,7 +97,7 @@ def _output_lock(output_dir: Path, main: bool) -> Any:
 
 
 def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: Path | None, stop_after_step: int,
-           progress: bool) -> TrainResult:
+           progress: bool, weight_dtype: str = "") -> TrainResult:
     import torch
 
     output_dir = Path(config.train.output_dir)
@@ -105,6 +107,8 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     tokenizer = run_tokenizer(config, recipe, main, barrier)
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in extra_tokens(config, recipe)]
     model = setup_model(config, tokenizer, new_ids, main, barrier)
+    if weight_dtype and config.adapter.method != "qlora":  # a 4-bit base keeps its own dtypes
+        model = model.to(getattr(torch, weight_dtype))
     rows = build_rows(config, recipe, tokenizer)
     held_out = heldout_examples(config, recipe, tokenizer)
     packed = config.data.packing == "rows"
@@ -125,8 +129,11 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     total_steps = config.train.max_steps or math.ceil(config.train.epochs * steps_per_epoch)
     eval_every = eval_interval(config, total_steps, held_out)
     eval_tokens = config.train.batch_size * max(len(row.input_ids) for row in rows)  # a training batch's size
+    horizon = config.train.lr_schedule_steps or total_steps
+    if horizon < total_steps:
+        raise LlmftError(f"train.lr_schedule_steps ({horizon}) is shorter than the run ({total_steps} steps)")
 
-    optimizer, scheduler = _optimizer(model, config, total_steps)
+    optimizer, scheduler = _optimizer(model, config, horizon)
     model, optimizer = accelerator.prepare(model, optimizer)
     step = 0
     if checkpoint is not None:
@@ -151,10 +158,13 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
                  for g in range(config.train.grad_accum)]
         batches = [collate([rows[i] for i in indices], tokenizer.pad_token_id, packed) for indices in micro]
         seen += [i for indices in micro for i in indices]
-        local = torch.tensor([float((b["labels"][:, 1:] != IGNORE).sum()) for b in batches]).sum().to(device)
-        window = accelerator.reduce(local.clone(), reduction="sum")
-        if float(local) == 0:
+        tokens = sum(float((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+        if tokens == 0:
             raise LlmftError(f"step {step + 1}: a batch has no trained tokens (check the data's loss mask)")
+        # The loss divides by the window's trained tokens, or by its examples (a packed row holds several).
+        examples = sum(rows[i].examples for indices in micro for i in indices)
+        local = torch.tensor(float(examples if config.train.loss_reduction == "sequence" else tokens)).to(device)
+        window = accelerator.reduce(local.clone(), reduction="sum")
         loss_sum = torch.zeros((), device=device)
         for g, batch in enumerate(batches):
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -163,7 +173,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
                 with accelerator.autocast():
                     logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
                 summed = token_loss_sum(logits, batch["labels"])
-                # DDP averages gradients over ranks: scale so the sum over the window / all tokens results.
+                # DDP averages gradients over ranks: scale so the sum over the window / its denominator results.
                 accelerator.backward(summed * world / window)
             loss_sum += summed.detach()
             real_tokens += sum(len(rows[i].input_ids) for i in micro[g])
@@ -211,7 +221,7 @@ def _optimizer(model: Any, config: Config, total_steps: int) -> tuple[Any, Any]:
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.train.learning_rate, fused=fused,
+        lr=config.train.learning_rate, betas=(config.train.adam_beta1, config.train.adam_beta2), fused=fused,
     )
     warmup = config.train.warmup_steps or int(config.train.warmup_ratio * total_steps)
     name = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}[config.train.lr_scheduler]
