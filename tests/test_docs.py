@@ -151,7 +151,7 @@ def runnable_here(args: list[str]) -> bool:
         config, _ = load_recipe_config(args[1], [a for a in args[2:] if "=" in a and not a.startswith("-")])
         local_base = is_tiny(config) or Path(config.model.name).is_dir()
         return local_base and Path(config.data.train).is_file()
-    if verb in ("eval", "estimate"):
+    if verb in ("eval", "estimate", "export"):
         folders = [args[i + 1] for i, a in enumerate(args) if a == "--adapter"]
         return all(Path(folder).is_dir() for folder in folders)
     return True
