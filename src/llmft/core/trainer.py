@@ -27,6 +27,7 @@ from llmft.core.model_setup import (
     TrainingHooks,
     build_rows,
     extra_tokens,
+    initial_rows,
     row_widths,
     run_tokenizer,
     setup_model,
@@ -106,7 +107,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
         note_large_file(config.data.train, "data.train")
     tokenizer = run_tokenizer(config, recipe, main, barrier)
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in extra_tokens(config, recipe)]
-    model = setup_model(config, tokenizer, new_ids, main, barrier)
+    model = setup_model(config, tokenizer, new_ids, main, barrier, initial_rows=initial_rows(config, recipe, tokenizer))
     if weight_dtype and config.adapter.method != "qlora":  # a 4-bit base keeps its own dtypes
         model = model.to(getattr(torch, weight_dtype))
     rows = build_rows(config, recipe, tokenizer)

@@ -44,6 +44,11 @@ class Recipe(Protocol):
         """Tokens the recipe adds to the tokenizer (their embedding rows train)."""
         return []
 
+    def token_init(self, config: Config, tokenizer: Any) -> dict[str, list[int]]:
+        """{added token: token ids} whose input/output rows (averaged) a new token's rows start from;
+        {} = core's default (the mean of all old rows)."""
+        return {}
+
     def tokenize(self, record: dict, tokenizer: Any, config: Config) -> TokenizedExample | None:
         """Recipe-specific tokenisation with its loss mask, or None for core's prompt/completion/text rule."""
         return None
