@@ -291,7 +291,7 @@ def test_llmft_recipes_lists_every_preset_with_a_line(fresh_clone: Path, monkeyp
         assert len(lines) == 1 and len(lines[0].split()) > 3, path.name  # a description follows the name
         first = path.read_text(encoding="utf-8").splitlines()[0][2:]
         assert f"  recipes/{path.name}" in "\n".join(commands) and any(line.endswith(first) for line in commands)
-    assert listing[0].startswith("retuning ") and any(line.startswith("sft ") for line in listing)
+    assert all(any(line.startswith(f"{name} ") for line in listing) for name in ("retuning", "sft", "squad", "uft"))
 
 
 @pytest.mark.slow
