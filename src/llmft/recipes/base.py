@@ -29,6 +29,7 @@ class Recipe(Protocol):
 
     name: str
     summary: str  # one line, shown by `llmft make-data --help`
+    example: str = ""  # a `llmft make-data <name> ...` line that works offline (the sub-command's --help)
     config_section: type | None = None  # dataclass of the recipe's own TOML section `[<name>]`
 
     def make_data_params(self) -> list[click.Parameter]:
