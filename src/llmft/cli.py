@@ -48,12 +48,14 @@ def _register() -> None:
     from llmft.commands.eval import eval_command
     from llmft.commands.export import export_command
     from llmft.commands.make_data import make_data_group
+    from llmft.commands.serve import serve_command
     from llmft.commands.train import train_command
 
     cli.add_command(make_data_group)
     cli.add_command(train_command)
     cli.add_command(eval_command)
     cli.add_command(export_command)
+    cli.add_command(serve_command)
 
 
 _register()

@@ -3,7 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class Sampling:
+    """Decoding settings for one request or evaluation (temperature 0 = greedy)."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    num_beams: int = 1
+
+
+@dataclass
+class Decoded:
+    """One decoded answer: the text, and recipe-specific detail (e.g. a recursion trace)."""
+
+    text: str
+    extra: dict = field(default_factory=dict)
 
 
 @runtime_checkable
