@@ -73,8 +73,27 @@ def served_models(specs: tuple[str, ...] | list[str], backend: str = "hf", max_b
 
 
 def _decoder(recipe: Any, generator: Any, config: Any) -> Any:
+    """decode(prompts, sampling, options) over the recipe's own `decode`; `llmft` options go only to a
+    recipe whose decode takes `options`, and are a one-line error for any other."""
+    import inspect
+
+    from llmft.core.errors import LlmftError
+    from llmft.core.generation import Decoded
+
+    method = getattr(recipe, "decode", None)
+    takes_options = method is not None and "options" in inspect.signature(method).parameters
+
     def decode(prompts: list[str], sampling: Any, options: dict) -> list[Any]:
-        return recipe.decode(generator, prompts, config, sampling, options=options)
+        if options and not takes_options:
+            raise LlmftError(f"the {recipe.name} recipe reads no llmft options, got: {', '.join(sorted(options))}")
+        if method is None:  # TEMPORARY until the core contract gives every recipe a decode
+            texts = generator.generate(prompts, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
+                                       num_beams=sampling.num_beams, temperature=sampling.temperature,
+                                       seed=sampling.seed)
+            return [Decoded(text) for text in texts]
+        if takes_options:
+            return method(generator, prompts, config, sampling, options=options)
+        return method(generator, prompts, config, sampling)
 
     return decode
 

@@ -168,9 +168,13 @@ def load_vllm_runs(specs: Sequence[str], max_batch: int = 256) -> list[LoadedRun
     """The vLLM backend (CUDA GPU): one `vllm.LLM` over the base with LoRA on; each adapter is a LoRARequest."""
     from llmft.core.artifacts import is_adapter
     from llmft.core.models import cuda_available
-    from llmft.core.vllm_backend import check_adapter_servable, lora_rank_for, require_vllm
+    from llmft.core.vllm_backend import check_adapter_servable, lora_rank_for
 
-    vllm = require_vllm()
+    try:
+        import vllm
+    except ImportError:
+        raise LlmftError("--backend vllm needs vLLM, which runs on CUDA GPUs only: on a GPU machine run "
+                         "pip install 'llmft[vllm]', or use --backend hf") from None
     if not cuda_available():
         raise LlmftError("--backend vllm needs a CUDA GPU; this machine has none (use --backend hf)")
     entries = _entries(specs)
