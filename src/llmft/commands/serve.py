@@ -63,7 +63,7 @@ def served_models(specs: tuple[str, ...] | list[str], backend: str = "hf", max_b
                             seed=config.eval.seed, num_beams=config.eval.num_beams)
         models.append(ServedModel(
             name=run.name,
-            decode=_decoder(recipe, run.generator, config),
+            decode=recipe_decoder(recipe, run.generator, config),
             tokenizer=run.generator.tokenizer,
             context_length=context_length(getattr(run.generator, "model", None)),
             defaults=defaults,
@@ -72,7 +72,7 @@ def served_models(specs: tuple[str, ...] | list[str], backend: str = "hf", max_b
     return models
 
 
-def _decoder(recipe: Any, generator: Any, config: Any) -> Any:
+def recipe_decoder(recipe: Any, generator: Any, config: Any) -> Any:
     """decode(prompts, sampling, options) over the recipe's own `decode`; `llmft` options go only to a
     recipe whose decode takes `options`, and are a one-line error for any other."""
     import inspect

@@ -170,11 +170,12 @@ def test_compare_draws_several_runs_on_one_plot(tmp_path: Path):
         compare({"sft-run": {"exact_match": 1.0}}, tmp_path / "compare")
 
 
-def test_decode_returns_the_root_transcript(tmp_path: Path):
+def test_decode_returns_the_answer_and_the_root_transcript(tmp_path: Path):
     record = {"task": "addition", "format": "recursive", "size": 4, "prompt": "1234 + 0578\nSolution: "}
     run = config_from_dict({"recipe": "retuning", "retuning": {"task": "addition"}})
-    (text,) = get_recipe("retuning").decode(Teacher([record], 4), ["1234 + 0578\nSolution: "], run)
-    assert text == "Call: 234 + 578\nReturn: Carry 0, Output 812\nAnswer: Carry 0, Output 1812"
+    (decoded,) = get_recipe("retuning").decode(Teacher([record], 4), ["1234 + 0578\nSolution: "], run)
+    assert decoded.text == "1812"
+    assert decoded.extra["transcript"] == "Call: 234 + 578\nReturn: Carry 0, Output 812\nAnswer: Carry 0, Output 1812"
 
 
 def test_config_section_and_presets():

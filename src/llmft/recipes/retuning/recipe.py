@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,7 +17,7 @@ from llmft.recipes.retuning.data import FORMATS, TASKS, TRAIN_SIZES, eval_record
 
 if TYPE_CHECKING:
     from llmft.core.config import Config
-    from llmft.core.generation import Generator
+    from llmft.core.generation import Decoded, Generator, Sampling
 
 
 @dataclass
@@ -92,18 +93,17 @@ class RetuningRecipe:
 
         return compare(metrics_by_run, out_dir)
 
-    def decode(self, generator: Generator, prompts: list[str], config: Config) -> list[str]:
-        """Recursive format: the root's transcript after its prompt once every call has returned."""
-        from llmft.recipes.retuning.engine import run_recursion
+    def decode(self, generator: Generator, prompts: list[str], config: Config, sampling: Sampling | None = None,
+               options: Mapping[str, Any] | None = None) -> list[Decoded]:
+        """Recursive format: the final answer once every call has returned, the trace in `extra`;
+        options {"recursion": false} (a served request's `llmft` object) = one plain generation."""
+        from llmft.core.generation import Sampling
+        from llmft.recipes.retuning.decode import decode
 
         section = _section(config)
-        if section.format != "recursive":
-            return generator.generate(list(prompts), max_new_tokens=config.eval.max_new_tokens,
-                                      temperature=config.eval.temperature, seed=config.eval.seed)
-        traces = run_recursion(generator, prompts, section.task, max_depth=section.max_depth,
-                               max_new_tokens=config.eval.max_new_tokens, temperature=config.eval.temperature,
-                               seed=config.eval.seed)
-        return [trace.completion for trace in traces]
+        sampling = sampling or Sampling(max_new_tokens=config.eval.max_new_tokens,
+                                        temperature=config.eval.temperature, seed=config.eval.seed)
+        return decode(generator, prompts, section.task, section.format, section.max_depth, sampling, options)
 
 
 def _section(config: Config) -> RetuningConfig:
