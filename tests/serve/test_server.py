@@ -215,3 +215,32 @@ def test_batcher_passes_errors_to_every_waiting_request():
         with pytest.raises(LlmftError, match="boom"):
             future.result(5)
     batcher.close()
+
+
+def test_a_client_that_leaves_frees_its_place(tokenizer):
+    """Queued behind a busy batch, a client that disconnects (plain or streaming) never reaches the model."""
+    gate = threading.Event()
+    seen: list[list[str]] = []
+
+    def slow(prompts, sampling, options):
+        seen.append(list(prompts))
+        gate.wait(20)
+        return [Decoded(p.upper()) for p in prompts]
+
+    model = ServedModel("m", slow, tokenizer, CONTEXT, Sampling(max_new_tokens=8))
+    with serving(create_app([model], window_s=0.0)) as url:
+        ask = lambda prompt, **kw: httpx.post(f"{url}/v1/completions", json={"model": "m", "prompt": prompt, **kw},  # noqa: E731
+                                              timeout=30)
+        busy = ThreadPoolExecutor(1).submit(ask, "first")
+        deadline = time.monotonic() + 20
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for stream in (False, True):
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(f"{url}/v1/completions", json={"model": "m", "prompt": f"gone{stream}", "stream": stream},
+                           timeout=0.5).read()
+        time.sleep(0.6)  # the server checks for a disconnect every 0.25 s
+        gate.set()
+        assert busy.result().json()["choices"][0]["text"] == "FIRST"
+        assert ask("after").json()["choices"][0]["text"] == "AFTER"
+    assert seen == [["first"], ["after"]]

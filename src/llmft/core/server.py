@@ -276,13 +276,13 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, max
     async def _wait(request: Request, future: Future) -> list[Decoded]:
         """The batch's results; a client that went away cancels its queued request."""
         waiting = asyncio.wrap_future(future)
-        while True:
-            done, _ = await asyncio.wait({waiting}, timeout=0.25)
-            if done:
-                break
-            if await request.is_disconnected():
-                waiting.cancel()
-                raise asyncio.CancelledError
+        try:
+            while not (await asyncio.wait({waiting}, timeout=0.25))[0]:
+                if await request.is_disconnected():
+                    raise ApiError(499, "the client closed the request", code="client_closed_request")
+        except BaseException:  # a disconnect seen here or by the streaming response (cancellation)
+            waiting.cancel()  # cancels the queued request; one already in a running batch completes
+            raise
         try:
             return waiting.result()
         except LlmftError as exc:
