@@ -138,12 +138,12 @@ def _train_in_child(folder: Path, bf16: str, args: argparse.Namespace) -> float:
 
 def train_rate(folder: Path, bf16: str, args: argparse.Namespace) -> float:
     """Real tokens/s of llmft's trainer on the benchmark data in `folder`."""
-    from llmft.core.config import config_from_dict
     from llmft.core.trainer import train
+    from llmft.recipes.base import get_recipe, recipe_config
 
     paths = {"model": folder / "model", "tokenizer": folder / "tokenizer", "train": folder / "train.jsonl"}
     out = folder / f"run-bf16-{bf16}"
-    config = config_from_dict({
+    config = recipe_config({
         "recipe": "sft",
         # fp32 means fp32 weights too (llmft's "auto" dtype loads bf16 weights on a GPU)
         "model": {"name": str(paths["model"]), "tokenizer_name": str(paths["tokenizer"]),
@@ -154,7 +154,7 @@ def train_rate(folder: Path, bf16: str, args: argparse.Namespace) -> float:
                   "lr_scheduler": "linear", "bf16": bf16,
                   "threads": args.threads if args.device == "cpu" else 0},
     }, source="bench")
-    return train(config, progress=False).tokens_per_second
+    return train(config, get_recipe("sft"), progress=False).tokens_per_second
 
 
 def _bf16_default() -> bool:

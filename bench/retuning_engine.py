@@ -29,8 +29,8 @@ def main() -> None:
 
     import torch
 
-    from llmft.core.artifacts import load_for_inference
     from llmft.core.generation import HFGenerator
+    from llmft.core.inference import load_for_inference
     from llmft.recipes.retuning.data import eval_prompt, problem_answer
     from llmft.recipes.retuning.engine import run_recursion, run_sequential
 

@@ -71,7 +71,7 @@ def profile_variant(paths: dict[str, Path], label: str, packing: str, compiled: 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmft.core.data import batch_order, collate, load_examples, pack_rows, single_rows
-    from llmft.core.trainer import token_loss_sum
+    from llmft.core.scoring import token_loss_sum
 
     tokenizer = AutoTokenizer.from_pretrained(paths["tokenizer"])
     model = AutoModelForCausalLM.from_pretrained(paths["model"], dtype=torch.float32)

@@ -146,11 +146,11 @@ def run_child(who: str, repeat: int, plan: dict[str, Any], folder: Path) -> dict
 
 
 def run_llmft(plan: dict[str, Any]) -> dict[str, Any]:
-    from llmft.core.config import config_from_dict
     from llmft.core.trainer import train
+    from llmft.recipes.base import get_recipe, recipe_config
 
     paths = plan["paths"]
-    config = config_from_dict(
+    config = recipe_config(
         {
             "recipe": "sft",
             "model": {"name": paths["model"], "tokenizer_name": paths["tokenizer"]},
@@ -169,7 +169,7 @@ def run_llmft(plan: dict[str, Any]) -> dict[str, Any]:
         },
         source="bench",
     )
-    result = train(config, progress=False)
+    result = train(config, get_recipe("sft"), progress=False)
     peak = _peak_memory()
     examples = sum(plan["row_examples"][i] for i in result.trained_on)
     from transformers import AutoModelForCausalLM
@@ -255,7 +255,7 @@ def held_out_loss(model: Any, plan: dict[str, Any]) -> float:
     from transformers import AutoTokenizer
 
     from llmft.core.data import tokenize_record
-    from llmft.core.trainer import token_loss_sum
+    from llmft.core.scoring import token_loss_sum
 
     tokenizer = AutoTokenizer.from_pretrained(plan["paths"]["tokenizer"])
     device = "cuda" if plan["device"] == "cuda" else "cpu"

@@ -12,8 +12,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from llmft.core.config import Config, config_from_dict  # noqa: E402
+from llmft.core.config import Config  # noqa: E402
 from llmft.core.jsonl import write_jsonl  # noqa: E402
+from llmft.recipes.base import get_recipe, recipe_config  # noqa: E402
 from llmft.recipes.sft.toys import toy_split  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,4 +52,20 @@ def tiny_config(tmp_path: Path, train_file: Path, eval_file: Path | None = None,
                 table.setdefault(key, {}).update(value)
             else:
                 table[key] = value
-    return config_from_dict(raw, source="test")
+    return recipe_config(raw, source="test")
+
+
+def train_run(config: Config, **options):
+    """The trainer with the config's own recipe, as `llmft train` calls it."""
+    from llmft.core.trainer import train
+
+    return train(config, get_recipe(config.recipe), **options)
+
+
+def eval_run(folder: Path, overrides: list[str] = (), **options):
+    """`llmft eval --adapter folder overrides...` as a function: (metrics, eval_dir)."""
+    from llmft.core.evaluation import evaluate_folder
+    from llmft.recipes.base import load_recipe_config
+
+    config, recipe = load_recipe_config(Path(folder) / "llmft.toml", list(overrides))
+    return evaluate_folder(folder, config, recipe, **options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import click
 
 from llmft.core.errors import LlmftError
+
+ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class UserError(click.ClickException):
@@ -28,6 +31,12 @@ class LlmftGroup(click.Group):
             return super().invoke(ctx)
         except LlmftError as exc:
             raise UserError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except OSError as exc:
+            # The machine's limits, not a bug: a full disk, a read-only or forbidden path.
+            if exc.errno not in ENVIRONMENT_ERRORS:
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            raise UserError(f"{exc.strerror or exc}{where}") from None
 
 
 @click.group(cls=LlmftGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,9 +5,10 @@ import textwrap
 import pytest
 import torch
 
-from llmft.core.artifacts import export_merged, load_for_inference
+from llmft.core.export import export_merged
 from llmft.core.generation import HFGenerator
-from llmft.core.trainer import train
+from llmft.core.inference import load_for_inference
+from tests.conftest import train_run
 
 from ..conftest import tiny_config
 
@@ -18,7 +19,7 @@ def test_lora_adapter_reloads_with_plain_peft_and_exports(tmp_path, caesar_data)
     train_file, _ = caesar_data
     config = tiny_config(tmp_path, train_file, adapter={**LORA, "new_tokens": ["<tool>"]},
                          train={"max_steps": 12, "learning_rate": 2e-2})
-    result = train(config, progress=False)
+    result = train_run(config, progress=False)
     assert result.losses[-1] < result.losses[0]
     folder = tmp_path / "run" / "final"
     assert (folder / "adapter_config.json").is_file() and not (folder / "model.safetensors").exists()
@@ -66,7 +67,7 @@ def test_prompt_tuning_trains_only_the_new_token_rows(tmp_path, caesar_data):
     data = write_jsonl(tmp_path / "cue.jsonl", records)
     config = tiny_config(tmp_path, data, adapter={"method": "prompt-tuning", "new_tokens": ["<cue>"]},
                          train={"max_steps": 6, "learning_rate": 5e-2})
-    result = train(config, progress=False)
+    result = train_run(config, progress=False)
     assert result.losses[-1] < result.losses[0]
     _, tokenizer, model = load_for_inference(tmp_path / "run" / "final")
     from transformers import AutoModelForCausalLM
@@ -88,7 +89,7 @@ def test_qlora_trains_on_cpu_with_falling_loss(tmp_path, caesar_data):
     config = tiny_config(tmp_path, train_file, model={"tiny": {"hidden_size": 64}},
                          adapter={**LORA, "method": "qlora", "target_modules": ["q_proj", "v_proj", "up_proj"]},
                          train={"max_steps": 30, "learning_rate": 5e-2})
-    result = train(config, progress=False)
+    result = train_run(config, progress=False)
     first, last = sum(result.losses[:3]) / 3, sum(result.losses[-3:]) / 3
     assert last < 0.95 * first, result.losses
     _, _, model = load_for_inference(tmp_path / "run" / "final")
@@ -103,11 +104,11 @@ def test_two_stage_training_starts_from_the_first_stage(tmp_path):
     data = write_jsonl(tmp_path / "cue.jsonl", records)
     stage1 = tiny_config(tmp_path / "s1", data, adapter={"method": "prompt-tuning", "new_tokens": ["<cue>"]},
                          train={"max_steps": 4, "learning_rate": 5e-2})
-    train(stage1, progress=False)
+    train_run(stage1, progress=False)
     first = tmp_path / "s1" / "run" / "final"
     stage2 = tiny_config(tmp_path / "s2", data, adapter={**LORA, "new_tokens": ["<cue>"], "init_from": str(first)},
                          train={"max_steps": 4, "learning_rate": 1e-2})
-    result = train(stage2, progress=False)
+    result = train_run(stage2, progress=False)
     assert result.losses[-1] < result.losses[0]
     _, tokenizer, one = load_for_inference(first)
     _, tokenizer2, two = load_for_inference(tmp_path / "s2" / "run" / "final")

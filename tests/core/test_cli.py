@@ -57,12 +57,12 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path):
 
 def test_gpu_only_option_on_cpu(tmp_path, caesar_data):
     """eval.backend = vllm on a machine without vLLM/CUDA: one line saying what to do."""
-    from llmft.core.trainer import train
+    from tests.conftest import train_run
 
     from ..conftest import tiny_config
 
     train_file, eval_file = caesar_data
-    train(tiny_config(tmp_path, train_file, eval_file, train={"max_steps": 1}), progress=False)
+    train_run(tiny_config(tmp_path, train_file, eval_file, train={"max_steps": 1}), progress=False)
     done = llmft("eval", "--adapter", str(tmp_path / "run" / "final"), "--backend", "vllm")
     one_line_error(done, "vLLM")
 

@@ -4,6 +4,7 @@ import pytest
 
 from llmft.core.config import config_to_toml, load_config
 from llmft.core.errors import LlmftError
+from llmft.recipes.base import load_recipe_config
 
 from ..conftest import REPO
 
@@ -56,7 +57,7 @@ def test_malformed_toml_and_missing_file(tmp_path):
 
 def test_unknown_recipe(tmp_path):
     with pytest.raises(LlmftError, match="unknown recipe 'stf' \\(did you mean 'sft'\\?\\)"):
-        load_config(write(tmp_path, 'recipe = "stf"\n'))
+        load_recipe_config(write(tmp_path, 'recipe = "stf"\n'))
 
 
 def test_resolved_config_round_trips(tmp_path):
@@ -69,4 +70,4 @@ def test_resolved_config_round_trips(tmp_path):
 def test_every_shipped_toml_validates_and_says_how_to_run_it(path):
     first = path.read_text().splitlines()[0]
     assert first.startswith("# ") and "llmft" in first, f"{path.name} must open with the command that runs it"
-    load_config(path)
+    load_recipe_config(path)

@@ -84,7 +84,7 @@ def test_packed_logits_and_loss_equal_unpacked(tokenizer):
     """Packed rows (position_ids, no mask, use_cache=False) give the logits of each example run alone."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llmft.core.trainer import token_loss_sum
+    from llmft.core.scoring import token_loss_sum
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,

@@ -20,11 +20,11 @@ def test_two_process_cpu_run_splits_the_data(tmp_path, caesar_data):
         import torch
         torch.set_num_threads(1)
         from tests.conftest import tiny_config
-        from llmft.core.trainer import train
+        from tests.conftest import train_run
         from pathlib import Path
         config = tiny_config(Path({str(tmp_path)!r}), Path({str(train_file)!r}),
                              train={{"max_steps": 6, "batch_size": 2, "save_steps": 3}})
-        result = train(config, progress=False)
+        result = train_run(config, progress=False)
         rank = int(os.environ["RANK"])
         Path({str(tmp_path)!r}, f"seen-{{rank}}.json").write_text(json.dumps(
             {{"rows": result.trained_on, "loss": result.final_loss, "world": int(os.environ["WORLD_SIZE"])}}))

@@ -3,9 +3,8 @@ import json
 import pytest
 
 from llmft.core.errors import LlmftError
-from llmft.core.evaluation import evaluate_folder
 from llmft.core.jsonl import write_jsonl
-from llmft.core.trainer import train
+from tests.conftest import eval_run, train_run
 
 from ..conftest import tiny_config
 
@@ -20,15 +19,15 @@ def test_tiny_sft_learns_the_toy_task(tmp_path, caesar_data):
                          data={"pack_length": 256})
     before = tiny_config(tmp_path, train_file, eval_file, model={"tiny": {"hidden_size": 64}},
                          train={"max_steps": 1, "learning_rate": 1e-9, "output_dir": str(tmp_path / "untrained")})
-    train(before, progress=False)
-    untrained, _ = evaluate_folder(tmp_path / "untrained" / "final", [])
-    result = train(config, progress=False)
+    train_run(before, progress=False)
+    untrained, _ = eval_run(tmp_path / "untrained" / "final", [])
+    result = train_run(config, progress=False)
     assert result.losses[-1] < 0.5 * result.losses[0]
-    metrics, eval_dir = evaluate_folder(tmp_path / "run" / "final", [])
+    metrics, eval_dir = eval_run(tmp_path / "run" / "final", [])
     assert untrained["exact_match"] <= 0.05
     assert metrics["exact_match"] >= 0.9, metrics
     rows = [json.loads(line) for line in (eval_dir / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 100 and set(rows[0]) == {"prompt", "output", "reference", "correct"}
+    assert len(rows) == 100 and set(rows[0]) == {"index", "prompt", "output", "reference", "correct"}
     assert json.loads((eval_dir / "metrics.json").read_text())["exact_match"] == metrics["exact_match"]
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert logged[-1]["step"] == 150 and logged[-1]["tokens_per_s"] > 0
@@ -39,13 +38,13 @@ def test_tiny_sft_learns_the_toy_task(tmp_path, caesar_data):
 
 def test_interrupted_eval_resumes_where_it_stopped(tmp_path, caesar_data):
     train_file, eval_file = caesar_data
-    train(tiny_config(tmp_path, train_file, eval_file, train={"max_steps": 2}), progress=False)
+    train_run(tiny_config(tmp_path, train_file, eval_file, train={"max_steps": 2}), progress=False)
     folder = tmp_path / "run" / "final"
-    evaluate_folder(folder, ["eval.max_examples=30"])
+    eval_run(folder, ["eval.max_examples=30"])
     results = tmp_path / "run" / "eval" / "final" / "results.jsonl"
     lines = results.read_text().splitlines()
     results.write_text("\n".join(lines[:10]) + "\n" + lines[10][:15])  # killed mid-line after 10 rows
-    metrics, _ = evaluate_folder(folder, ["eval.max_examples=30"])
+    metrics, _ = eval_run(folder, ["eval.max_examples=30"])
     again = results.read_text().splitlines()
     assert metrics["n"] == 30 and len(again) == 30 and again[:10] == lines[:10]
 
@@ -55,13 +54,13 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, caesar_data):
     common = {"adapter": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.1,
                           "target_modules": ["q_proj", "v_proj", "gate_proj"]},
               "train": {"max_steps": 8, "save_steps": 4, "learning_rate": 1e-2, "lr_scheduler": "cosine"}}
-    whole = train(tiny_config(tmp_path / "a", train_file, **common), progress=False)
+    whole = train_run(tiny_config(tmp_path / "a", train_file, **common), progress=False)
     interrupted = tiny_config(tmp_path / "b", train_file, **common)
-    first = train(interrupted, stop_after_step=4, progress=False)
+    first = train_run(interrupted, stop_after_step=4, progress=False)
     assert first.steps == 4 and (tmp_path / "b" / "run" / "checkpoint-4").is_dir()
     with pytest.raises(LlmftError, match="already holds a run"):
-        train(interrupted, progress=False)
-    resumed = train(interrupted, resume=True, progress=False)
+        train_run(interrupted, progress=False)
+    resumed = train_run(interrupted, resume=True, progress=False)
     assert resumed.steps == 8
     assert resumed.final_loss == pytest.approx(whole.final_loss, rel=1e-4)
     assert first.losses + resumed.losses == pytest.approx(whole.losses, rel=1e-4)
@@ -72,9 +71,9 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, caesar_data):
 def test_gradient_accumulation_is_invariant(tmp_path, caesar_data):
     """Batch 4 x GA 1 and batch 1 x GA 4 take the same steps: loss normalised over the whole window."""
     train_file, _ = caesar_data
-    a = train(tiny_config(tmp_path / "a", train_file, train={"max_steps": 3, "batch_size": 4, "grad_accum": 1}),
+    a = train_run(tiny_config(tmp_path / "a", train_file, train={"max_steps": 3, "batch_size": 4, "grad_accum": 1}),
               progress=False)
-    b = train(tiny_config(tmp_path / "b", train_file, train={"max_steps": 3, "batch_size": 1, "grad_accum": 4}),
+    b = train_run(tiny_config(tmp_path / "b", train_file, train={"max_steps": 3, "batch_size": 1, "grad_accum": 4}),
               progress=False)
     assert a.losses == pytest.approx(b.losses, rel=1e-5)
     assert sorted(a.trained_on) == sorted(b.trained_on)

@@ -45,10 +45,9 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two tiny LoRA runs on ONE base: `shift` learns the Caesar shift, `flip` (on run one's saved base
     model) learns to reverse the same prompts. A few seconds of training each."""
     from llmft.core.jsonl import write_jsonl
-    from llmft.core.trainer import train
     from llmft.recipes.sft.toys import toy_split
 
-    from ..conftest import tiny_config
+    from ..conftest import tiny_config, train_run
 
     root = tmp_path_factory.mktemp("serve-runs")
     records, _ = toy_split("caesar", 600, 0, seed=3)
@@ -56,9 +55,9 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     flip = write_jsonl(root / "flip.jsonl", [{"prompt": r["prompt"], "completion": " " + r["prompt"][6:-2][::-1]}
                                              for r in records])
     common = {"adapter": LORA, "train": {"max_steps": 40, "learning_rate": 2e-2}, "eval": {"max_new_tokens": 10}}
-    train(tiny_config(root / "a", shift, **common), progress=False)
+    train_run(tiny_config(root / "a", shift, **common), progress=False)
     base = root / "a" / "run" / "base-model"
-    train(tiny_config(root / "b", flip, model={"name": str(base)}, **common), progress=False)
+    train_run(tiny_config(root / "b", flip, model={"name": str(base)}, **common), progress=False)
     return root / "a" / "run" / "final", root / "b" / "run" / "final"
 
 

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 import pytest
 
 from llmft.commands.serve import recipe_decoder
-from llmft.core.config import config_from_dict
 from llmft.core.generation import Sampling
 from llmft.core.server import ServedModel, create_app
 from llmft.core.tokenizers import train_tokenizer
-from llmft.recipes.base import get_recipe
+from llmft.recipes.base import get_recipe, recipe_config
 from llmft.recipes.retuning.data import addition_recursive_examples
 from llmft.recipes.retuning.decode import serving_prompt
 
@@ -37,7 +36,7 @@ class Teacher:
 @pytest.fixture
 def adder():
     teacher = Teacher()
-    config = config_from_dict({"recipe": "retuning", "retuning": {"task": "addition", "format": "recursive"},
+    config = recipe_config({"recipe": "retuning", "retuning": {"task": "addition", "format": "recursive"},
                                "eval": {"max_new_tokens": 40}})
     model = ServedModel("adder", recipe_decoder(get_recipe("retuning"), teacher, config), teacher.tokenizer, 256,
                         Sampling(max_new_tokens=40), {"recipe": "retuning"})

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from llmft.commands.serve import served_models
-from llmft.core.artifacts import load_for_inference
 from llmft.core.errors import LlmftError
 from llmft.core.generation import HFGenerator
+from llmft.core.inference import load_for_inference
 from llmft.core.server import create_app
 from llmft.core.serving import load_runs
 
@@ -142,7 +142,7 @@ def test_cli_serves_and_drains_on_sigterm(two_runs, tmp_path):
         answers: list = []
         thread = threading.Thread(target=lambda: answers.append(httpx.post(
             f"http://127.0.0.1:{port}/v1/completions", timeout=60,
-            json={"model": "shift", "prompt": PROMPTS, "max_tokens": 200, "n": 2})))
+            json={"model": "shift", "prompt": PROMPTS, "max_tokens": 120, "n": 2})))
         thread.start()
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from llmft.core import runs
+
 
 @click.command("eval")
 @click.option("--adapter", "folders", multiple=True, required=True, type=click.Path(),
@@ -13,8 +15,10 @@ import click
 @click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None, help="Generation backend.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: <run>/eval/<folder>); with several runs, the comparison plot's folder.")
+@click.option("--overwrite", is_flag=True, help="Discard earlier results in the output folder instead of resuming.")
 @click.argument("overrides", nargs=-1)
-def eval_command(folders: tuple[str, ...], backend: str | None, out: str | None, overrides: tuple[str, ...]) -> None:
+def eval_command(folders: tuple[str, ...], backend: str | None, out: str | None, overwrite: bool,
+                 overrides: tuple[str, ...]) -> None:
     """Run the recipe's own evaluation; writes results.jsonl, metrics.json and plots, prints a table.
 
     \b
@@ -23,18 +27,26 @@ def eval_command(folders: tuple[str, ...], backend: str | None, out: str | None,
     llmft eval --adapter runs/add-rec/final --adapter runs/add-base/final --out compare/
     """
     from llmft.core.evaluation import evaluate_folder, metrics_table
-    from llmft.recipes.base import get_recipe
+    from llmft.core.inference import read_run_config
+    from llmft.recipes.base import load_recipe_config
 
     extra = list(overrides) + ([f"eval.backend={backend!r}".replace("'", '"')] if backend else [])
     results: dict[str, dict] = {}
+    recipes = []
     for folder in folders:
-        metrics, eval_dir = evaluate_folder(folder, extra, out if len(folders) == 1 else None)
+        read_run_config(folder)  # a clear error for a missing or foreign folder
+        config, recipe = load_recipe_config(Path(folder) / runs.CONFIG_NAME, extra)
+        metrics, eval_dir = evaluate_folder(folder, config, recipe, out if len(folders) == 1 else None,
+                                            overwrite=overwrite)
         label = f"{Path(folder).parent.name}/{Path(folder).name}"
         results[label] = metrics
+        recipes.append(recipe)
         click.echo(f"{label}: results in {eval_dir}")
     click.echo(metrics_table(results))
     if len(folders) > 1:
-        recipe = get_recipe(next(iter(results.values()))["recipe"])
-        if hasattr(recipe, "compare"):
-            plot = recipe.compare(results, Path(out or "eval-compare"))
+        if len({recipe.name for recipe in recipes}) > 1:
+            click.echo("no comparison plot: the runs come from different recipes")
+            return
+        plot = recipes[0].compare(results, Path(out or "eval-compare"))
+        if plot is not None:
             click.echo(f"comparison plot: {plot}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import click
 
 from llmft.core.errors import LlmftError
+from llmft.core.writes import guarded_writes
 
 
 class RecipeCommands(click.Group):
@@ -29,7 +31,7 @@ class RecipeCommands(click.Group):
 
 
 def _recipe_command(recipe: Any) -> click.Command:
-    params = list(recipe.make_data_params) + [
+    params = list(recipe.make_data_params()) + [
         click.Option(["--out"], type=click.Path(file_okay=False), default=None,
                      help="Output folder (default: the recipe's folder under data/)."),
         click.Option(["--seed"], type=int, default=0, show_default=True, help="Random seed."),
@@ -37,10 +39,18 @@ def _recipe_command(recipe: Any) -> click.Command:
                      help="Print N tokenised training examples: trained tokens green (or [[in brackets]])."),
         click.Option(["--config", "show_config"], type=click.Path(dir_okay=False), default=None,
                      help="With --show: tokenise as this recipe TOML would (its tokenizer and tokens)."),
+        click.Option(["--overwrite"], is_flag=True,
+                     help="Replace existing files llmft did not write (an input is never overwritten)."),
     ]
 
-    def run(out: str | None, seed: int, show: int, show_config: str | None, **options: Any) -> None:
-        paths = recipe.make_data(Path(out) if out else None, seed, **options)
+    def run(out: str | None, seed: int, show: int, show_config: str | None, overwrite: bool,
+            **options: Any) -> None:
+        if show < 0:
+            raise LlmftError(f"--show must be >= 0, got {show}")
+        # Every option naming an existing file is an input: nothing may be written over it.
+        inputs = [value for value in options.values() if _is_file(value)]
+        with guarded_writes(inputs, overwrite):
+            paths = recipe.make_data(Path(out) if out else None, seed, **options)
         for split, path in paths.items():
             click.echo(f"{split}: {path} ({_count_lines(path):,} records)")
         if show:
@@ -50,35 +60,37 @@ def _recipe_command(recipe: Any) -> click.Command:
                          epilog=f"Example: llmft make-data {recipe.name} --show 3")
 
 
+def _is_file(value: Any) -> bool:
+    """Whether an option's value names an existing file (a long text option is not a path)."""
+    if not isinstance(value, str) or not value or "\n" in value:
+        return False
+    try:
+        return Path(value).is_file()
+    except OSError:
+        return False
+
+
 def _count_lines(path: Path) -> int:
     with open(path, encoding="utf-8") as handle:
         return sum(1 for line in handle if line.strip())
 
 
 def _show(recipe: Any, train_path: Path, count: int, config_file: str | None) -> None:
-    from llmft.core.config import Config, load_config
-    from llmft.core.data import tokenize_record
+    """Print the first `count` training examples tokenised exactly as `llmft train` would (same tokenizer
+    builder, same recipe rule, same file): with --config, as that TOML's run; else with the defaults."""
     from llmft.core.inspect import render_example
-    from llmft.core.jsonl import iter_jsonl
-    from llmft.core.models import load_tokenizer
-    from llmft.core.trainer import training_texts
+    from llmft.core.model_setup import build_tokenizer, training_examples
+    from llmft.recipes.base import load_recipe_config, recipe_config
 
     if config_file:
-        config = load_config(config_file)
-        if config.recipe != recipe.name:
+        config, owner = load_recipe_config(config_file, [f"data.train={json.dumps(str(train_path))}"])
+        if owner.name != recipe.name:
             raise LlmftError(f"--config {config_file} is for recipe '{config.recipe}', not '{recipe.name}'")
     else:
-        section = recipe.config_section() if recipe.config_section else None
-        config = Config(recipe=recipe.name, section=section)
-    texts = training_texts(str(train_path)) if config.model.name == "tiny" else []
-    extra = [*recipe.special_tokens(config), *config.adapter.new_tokens]
-    tokenizer = load_tokenizer(config, texts, extra)
+        config = recipe_config({"recipe": recipe.name, "data": {"train": str(train_path)}})
+    tokenizer = build_tokenizer(config, recipe)
     color = sys.stdout.isatty()
-    for index, record in enumerate(iter_jsonl(train_path)):
-        if index >= count:
-            break
-        example = recipe.tokenize(record, tokenizer, config) or tokenize_record(
-            record, tokenizer, config.data.max_length)
+    for index, example in enumerate(training_examples(config, recipe, tokenizer, limit=count)):
         click.echo(f"--- example {index + 1}: {len(example)} tokens, {example.trained} trained "
                    f"({'green' if color else '[[bracketed]]'})")
         click.echo(render_example(tokenizer, example, color))

@@ -50,50 +50,35 @@ def served_models(specs: tuple[str, ...] | list[str], backend: str = "hf", max_b
     from llmft.core.generation import Sampling
     from llmft.core.server import ServedModel
     from llmft.core.serving import context_length, load_runs, load_vllm_runs
-    from llmft.recipes.base import get_recipe
+    from llmft.recipes.base import get_recipe, section_types
 
-    if backend == "vllm":
-        loaded = load_vllm_runs(list(specs), max_batch)
-    else:
-        loaded = load_runs(list(specs), batch_size=max_batch)
+    load = load_vllm_runs if backend == "vllm" else load_runs
     models = []
-    for run in loaded:
+    for run in load(list(specs), max_batch, section_types=section_types()):
         recipe, config = get_recipe(run.config.recipe), run.config
-        defaults = Sampling(max_new_tokens=config.eval.max_new_tokens, temperature=config.eval.temperature,
-                            seed=config.eval.seed, num_beams=config.eval.num_beams)
         models.append(ServedModel(
             name=run.name,
             decode=recipe_decoder(recipe, run.generator, config),
             tokenizer=run.generator.tokenizer,
             context_length=context_length(getattr(run.generator, "model", None)),
-            defaults=defaults,
+            defaults=Sampling.from_eval(config.eval),
             info={"recipe": recipe.name, "folder": str(run.folder), "base": run.base},
         ))
     return models
 
 
 def recipe_decoder(recipe: Any, generator: Any, config: Any) -> Any:
-    """decode(prompts, sampling, options) over the recipe's own `decode`; `llmft` options go only to a
-    recipe whose decode takes `options`, and are a one-line error for any other."""
-    import inspect
-
+    """decode(prompts, sampling, options) over the recipe's `decode`; an `llmft` options object sent to a
+    recipe that keeps the default decode (which reads none) is a one-line error."""
     from llmft.core.errors import LlmftError
-    from llmft.core.generation import Decoded
+    from llmft.recipes.base import Recipe
 
-    method = getattr(recipe, "decode", None)
-    takes_options = method is not None and "options" in inspect.signature(method).parameters
+    reads_options = type(recipe).decode is not Recipe.decode
 
     def decode(prompts: list[str], sampling: Any, options: dict) -> list[Any]:
-        if options and not takes_options:
+        if options and not reads_options:
             raise LlmftError(f"the {recipe.name} recipe reads no llmft options, got: {', '.join(sorted(options))}")
-        if method is None:  # TEMPORARY until the core contract gives every recipe a decode
-            texts = generator.generate(prompts, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
-                                       num_beams=sampling.num_beams, temperature=sampling.temperature,
-                                       seed=sampling.seed)
-            return [Decoded(text) for text in texts]
-        if takes_options:
-            return method(generator, prompts, config, sampling, options=options)
-        return method(generator, prompts, config, sampling)
+        return recipe.decode(generator, prompts, config, sampling, **options)
 
     return decode
 

@@ -6,6 +6,7 @@ import dataclasses
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -70,7 +71,7 @@ class DataConfig:
 
     train: str = ""
     eval: str = ""
-    max_length: int = 1024  # longer examples are truncated (the completion keeps its end)
+    max_length: int = 1024  # longer examples are cut: the prompt's start first, the EOS always stays
     # "rows": best-fit-decreasing packing into rows of pack_length tokens with per-example position_ids;
     # "group": batches of similar length; "none": random padded batches.
     packing: Literal["rows", "group", "none"] = "rows"
@@ -140,7 +141,9 @@ class Config:
         data: dict[str, Any] = {"recipe": self.recipe}
         for name in SECTIONS:
             data[name] = dataclasses.asdict(getattr(self, name))
-        if self.section is not None:
+        if isinstance(self.section, dict):
+            data[self.recipe] = dict(self.section)
+        elif self.section is not None:
             data[self.recipe] = dataclasses.asdict(self.section)
         return data
 
@@ -149,8 +152,16 @@ class Config:
 # Loading
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a recipe TOML, apply `a.b=value` overrides, validate everything, report all errors at once."""
+SectionTypes = Mapping[str, "type | None"]
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                section_types: SectionTypes | None = None) -> Config:
+    """Read a recipe TOML, apply `a.b=value` overrides, validate everything, report all errors at once.
+
+    `section_types` maps each known recipe name to its `[<recipe>]` dataclass (the command layer passes the
+    registry's); without it the recipe name is not checked and its section stays a plain table.
+    """
     path = Path(path)
     if not path.is_file():
         raise LlmftError(f"config file not found: {path}")
@@ -158,13 +169,14 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise LlmftError(f"{path}: malformed TOML: {exc}") from None
-    return config_from_dict(raw, overrides, source=str(path))
+    except UnicodeDecodeError as exc:
+        raise LlmftError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    return config_from_dict(raw, overrides, source=str(path), section_types=section_types)
 
 
-def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "") -> Config:
-    """Validate nested data (as read from TOML) plus overrides into a Config."""
-    from llmft.recipes.base import get_recipe
-
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "",
+                     section_types: SectionTypes | None = None) -> Config:
+    """Validate nested data (as read from TOML) plus overrides into a Config (see load_config)."""
     errors: list[str] = []
     raw = _deep_copy(raw)
     for item in overrides:
@@ -173,29 +185,65 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
     if not isinstance(recipe_name, str):
         errors.append(f"key 'recipe' must be a string, got {type(recipe_name).__name__}")
         recipe_name = "sft"
-    try:
-        recipe = get_recipe(recipe_name)
-    except LlmftError as exc:
-        raise LlmftError(f"{source}: {exc}" if source else str(exc)) from None
-    section_types = dict(SECTIONS)
-    if recipe.config_section is not None:
-        section_types[recipe.name] = recipe.config_section
+    where = f"{source}: " if source else ""
+    if section_types is not None and recipe_name not in section_types:
+        known = ", ".join(sorted(section_types))
+        raise LlmftError(f"{where}unknown recipe '{recipe_name}'{did_you_mean(recipe_name, section_types)}; "
+                         f"known recipes: {known}")
+    section_type = section_types.get(recipe_name) if section_types is not None else dict
+    types_by_key: dict[str, Any] = dict(SECTIONS)
+    if section_type is not None:
+        types_by_key[recipe_name] = section_type
     built: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in section_types:
-            errors.append(f"unknown key '{key}'{did_you_mean(key, [*section_types, 'recipe'])}")
+        if key not in types_by_key:
+            errors.append(f"unknown key '{key}'{did_you_mean(key, [*types_by_key, 'recipe'])}")
             continue
         if not isinstance(value, dict):
             errors.append(f"key '{key}' must be a table [{key}], got {type(value).__name__}")
             continue
-        built[key] = _build(section_types[key], value, key, errors)
-    for key, cls in section_types.items():
+        built[key] = dict(value) if types_by_key[key] is dict else _build(types_by_key[key], value, key, errors)
+    for key, cls in types_by_key.items():
         built.setdefault(key, cls())
+    errors += _check_values(built)
     if errors:
-        where = f"{source}: " if source else ""
         raise LlmftError(where + "; ".join(errors))
-    section = built.pop(recipe.name, None) if recipe.config_section is not None else None
-    return Config(recipe=recipe.name, section=section, source=source, **{k: built[k] for k in SECTIONS})
+    section = built.pop(recipe_name, None) if section_type is not None else None
+    return Config(recipe=recipe_name, section=section, source=source, **{k: built[k] for k in SECTIONS})
+
+
+# (section, key, lowest allowed value, whether the bound itself is allowed)
+_BOUNDS = [
+    ("train", "batch_size", 1, True), ("train", "grad_accum", 1, True), ("train", "learning_rate", 0, False),
+    ("train", "max_steps", 0, True), ("train", "epochs", 0, False), ("train", "save_steps", 0, True),
+    ("train", "save_total_limit", 1, True), ("train", "logging_steps", 1, True), ("train", "threads", 0, True),
+    ("train", "warmup_steps", 0, True), ("train", "warmup_ratio", 0, True), ("train", "weight_decay", 0, True),
+    ("train", "max_grad_norm", 0, True), ("data", "max_length", 2, True), ("data", "pack_length", 2, True),
+    ("eval", "batch_size", 1, True), ("eval", "max_new_tokens", 1, True), ("eval", "num_beams", 1, True),
+    ("eval", "temperature", 0, True), ("eval", "max_examples", 0, True), ("adapter", "r", 1, True),
+    ("adapter", "alpha", 1, True),
+]
+
+
+def _check_values(built: dict[str, Any]) -> list[str]:
+    """Values that type-check but cannot work (a zero batch size, heads not dividing the width)."""
+    errors = []
+    for section, key, low, inclusive in _BOUNDS:
+        value = getattr(built[section], key)
+        if value < low or (value == low and not inclusive):
+            errors.append(f"key '{section}.{key}' must be {'>=' if inclusive else '>'} {low}, got {value!r}")
+    tiny = built["model"].tiny
+    if tiny.num_heads < 1 or tiny.hidden_size % tiny.num_heads:
+        errors.append(f"key 'model.tiny.num_heads' ({tiny.num_heads}) must divide model.tiny.hidden_size "
+                      f"({tiny.hidden_size})")
+    elif tiny.num_kv_heads and tiny.num_heads % tiny.num_kv_heads:
+        errors.append(f"key 'model.tiny.num_kv_heads' ({tiny.num_kv_heads}) must divide model.tiny.num_heads "
+                      f"({tiny.num_heads})")
+    if not built["train"].output_dir.strip():
+        errors.append("key 'train.output_dir' must not be empty")
+    if not 0 <= built["adapter"].dropout < 1:
+        errors.append(f"key 'adapter.dropout' must be in [0, 1), got {built['adapter'].dropout!r}")
+    return errors
 
 
 def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:

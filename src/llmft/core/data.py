@@ -7,8 +7,11 @@ token (pretraining). A recipe may tokenise its own records (see Recipe.tokenize)
 from __future__ import annotations
 
 import bisect
+import itertools
+import json
 import random
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ class TokenizedExample:
 
     input_ids: list[int]
     labels: list[int]
+    truncated: bool = False  # cut to data.max_length (its EOS kept)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -49,17 +53,30 @@ def tokenize_record(record: dict[str, Any], tokenizer: Any, max_length: int) -> 
     if "prompt" in record and "completion" in record:
         prompt = encode_prompt(tokenizer, str(record["prompt"]))
         completion = tokenizer(str(record["completion"]), add_special_tokens=False)["input_ids"] + [eos]
-        if len(prompt) + len(completion) > max_length:
-            # Keep the completion whole where possible: cut the prompt from the left first.
-            keep = max(max_length - len(completion), 0)
-            prompt = prompt[len(prompt) - keep:] if keep else []
-            completion = completion[:max_length - len(prompt)]
-        return TokenizedExample(prompt + completion, [IGNORE] * len(prompt) + completion)
+        return fit_completion(prompt, completion, max_length)
     if "text" in record:
-        ids = encode_prompt(tokenizer, str(record["text"])) + [eos]
-        ids = ids[:max_length]
-        return TokenizedExample(ids, [IGNORE] + ids[1:])
+        return fit_text(encode_prompt(tokenizer, str(record["text"])) + [eos], max_length)
     raise KeyError("record has neither prompt/completion nor text")
+
+
+def fit_completion(prompt: list[int], completion: list[int], max_length: int) -> TokenizedExample:
+    """Prompt + completion (ending in EOS) cut to max_length: the prompt loses its start first, then the
+    completion its end, but the EOS stays last (the model still learns where an answer stops)."""
+    truncated = len(prompt) + len(completion) > max_length
+    if truncated:
+        keep = max(max_length - len(completion), 0)
+        prompt = prompt[len(prompt) - keep:] if keep else []
+        room = max_length - len(prompt)
+        completion = completion[:room - 1] + completion[-1:] if room < len(completion) else completion
+    return TokenizedExample(prompt + completion, [IGNORE] * len(prompt) + completion, truncated)
+
+
+def fit_text(ids: list[int], max_length: int) -> TokenizedExample:
+    """A text example (ending in EOS) cut to max_length with its EOS kept last; every token trained."""
+    truncated = len(ids) > max_length
+    if truncated:
+        ids = ids[:max_length - 1] + ids[-1:]
+    return TokenizedExample(ids, [IGNORE] + ids[1:], truncated)
 
 
 def tokenize_records(records: Sequence[dict[str, Any]], tokenizer: Any, max_length: int) -> list[TokenizedExample]:
@@ -86,15 +103,9 @@ def tokenize_records(records: Sequence[dict[str, Any]], tokenizer: Any, max_leng
     examples = []
     for i, kind in enumerate(kinds):
         if kind == "text":
-            ids = (first_ids[i] + [eos])[:max_length]
-            examples.append(TokenizedExample(ids, [IGNORE] + ids[1:]))
-            continue
-        prompt, completion = first_ids[i], completion_ids[i] + [eos]
-        if len(prompt) + len(completion) > max_length:
-            keep = max(max_length - len(completion), 0)
-            prompt = prompt[len(prompt) - keep:] if keep else []
-            completion = completion[:max_length - len(prompt)]
-        examples.append(TokenizedExample(prompt + completion, [IGNORE] * len(prompt) + completion))
+            examples.append(fit_text(first_ids[i] + [eos], max_length))
+        else:
+            examples.append(fit_completion(first_ids[i], completion_ids[i] + [eos], max_length))
     return examples
 
 
@@ -105,10 +116,11 @@ def load_examples(
     custom: Callable[[dict[str, Any]], TokenizedExample | None] | None = None,
     *,
     what: str = "data.train",
+    limit: int = 0,
 ) -> list[TokenizedExample]:
-    """Tokenise every record of a JSONL file (a recipe's `custom` rule first, else the core rule);
-    bad records are user errors naming file and line."""
-    numbered = list(iter_numbered(path, what=what))
+    """Tokenise every record (or the first `limit`) of a JSONL file (a recipe's `custom` rule first, else the
+    core rule); bad records are user errors naming file and line."""
+    numbered = list(itertools.islice(iter_numbered(path, what=what), limit or None))
     if not numbered:
         raise LlmftError(f"{what}: {path} has no records")
     examples: list[TokenizedExample | None] = [None] * len(numbered)
@@ -118,6 +130,10 @@ def load_examples(
         if example is not None:
             examples[index] = example
         elif ("prompt" in record and "completion" in record) or "text" in record:
+            for key in ("prompt", "completion", "text"):
+                if key in record and not isinstance(record[key], str):
+                    raise LlmftError(f"{what}: {path}: line {line}: '{key}' must be a string, got "
+                                     f"{json.dumps(record[key])[:40]}")
             plain.append(index)
         else:
             raise LlmftError(f"{what}: {path}: line {line} needs 'prompt' and 'completion', or 'text'")
@@ -126,6 +142,13 @@ def load_examples(
     for (line, _), example in zip(numbered, examples):
         if example.trained == 0:
             raise LlmftError(f"{what}: {path}: line {line} has no trained tokens (empty or truncated completion)")
+    completions = [numbered[i][1].get("completion") for i in plain if "completion" in numbered[i][1]]
+    if completions and len(completions) == len(numbered) and not any(c.strip() for c in completions):
+        raise LlmftError(f"{what}: {path}: every completion is empty; nothing to learn")
+    truncated = sum(example.truncated for example in examples)
+    if truncated:
+        print(f"{what}: {truncated:,} of {len(examples):,} examples are longer than data.max_length ({max_length}) "
+              "and were cut (their end-of-sequence token kept)", file=sys.stderr)
     return examples
 
 
@@ -225,9 +248,3 @@ def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     if packed:
         batch["position_ids"] = positions
     return batch
-
-
-def iter_batches(order: list[list[int]], rows: Sequence[Row]) -> Iterator[list[Row]]:
-    """The rows of each micro-batch in order."""
-    for indices in order:
-        yield [rows[i] for i in indices]

@@ -2,58 +2,79 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from llmft.core import runs
-from llmft.core.artifacts import base_model_path, is_adapter, load_for_inference, read_run_config
-from llmft.core.config import Config, load_config
+from llmft.core.config import Config
 from llmft.core.errors import LlmftError
+from llmft.core.inference import build_generator
+from llmft.core.jsonl import iter_jsonl
+from llmft.core.results import discard_if_changed
 
 
 def default_eval_dir(folder: Path) -> Path:
     """runs/<name>/final -> runs/<name>/eval/final; any other folder -> <folder>/eval."""
     if folder.name == runs.FINAL_NAME or folder.name.startswith(runs.CHECKPOINT_PREFIX):
-        return folder.parent / "eval" / folder.name
-    return folder / "eval"
+        return folder.parent / runs.EVAL_DIR / folder.name
+    return folder / runs.EVAL_DIR
 
 
-def build_generator(folder: Path, config: Config) -> Any:
-    """The configured backend over a run folder: HF (default, CPU or GPU) or vLLM (GPU)."""
-    if config.eval.backend == "vllm":
-        from llmft.core.models import cuda_available
-        from llmft.core.vllm_backend import VLLMGenerator, require_vllm
+class Evaluates(Protocol):
+    """What evaluation needs of a recipe (the command passes the registry's recipe object)."""
 
-        require_vllm()
-        if not cuda_available():
-            raise LlmftError("eval.backend = 'vllm' needs a CUDA GPU; this machine has none (use eval.backend = 'hf')")
-        if is_adapter(folder):
-            return VLLMGenerator(base_model_path(folder, config), str(folder), max_lora_rank=config.adapter.r,
-                                 tokenizer_path=str(folder))
-        return VLLMGenerator(str(folder), None)
-    from llmft.core.generation import HFGenerator
+    name: str
 
-    _, tokenizer, model = load_for_inference(folder)
-    return HFGenerator(model, tokenizer, batch_size=config.eval.batch_size)
+    def needs_model(self, config: Config) -> bool: ...
+
+    def evaluate(self, generator: Any, config: Config, eval_dir: Path, **options: Any) -> dict: ...
 
 
-def evaluate_folder(folder: str | Path, overrides: list[str], out: str | Path | None = None) -> tuple[dict, Path]:
-    """Run the recipe's evaluation on one run folder; returns (metrics, eval_dir)."""
-    from llmft.recipes.base import get_recipe
+def evaluate_folder(folder: str | Path, config: Config, recipe: Evaluates, out: str | Path | None = None, *,
+                    overwrite: bool = False) -> tuple[dict, Path]:
+    """Run the recipe's evaluation on one run folder with its (overridden) config; returns (metrics, eval_dir).
 
+    Results made from other weights, eval data or decoding settings are discarded, never reported.
+    """
     folder = Path(folder)
-    read_run_config(folder)  # a clear error for a missing or foreign folder
-    config = load_config(folder / runs.CONFIG_NAME, overrides)
-    recipe = get_recipe(config.recipe)
     if config.data.eval and not Path(config.data.eval).exists():
         raise LlmftError(f"data.eval: file not found: {config.data.eval} (override with data.eval=PATH)")
+    if config.data.eval:
+        for _ in iter_jsonl(config.data.eval, what="data.eval"):
+            pass  # a malformed file fails here, before earlier results are touched
+    if recipe.needs_model(config) and config.eval.backend != "hf":
+        raise LlmftError(f"recipe '{recipe.name}' scores the model itself (losses, probes); "
+                         f"eval.backend = '{config.eval.backend}' does not expose it: use eval.backend = 'hf'")
     eval_dir = Path(out) if out else default_eval_dir(folder)
     eval_dir.mkdir(parents=True, exist_ok=True)
+    results = eval_dir / runs.RESULTS_NAME
+    if overwrite:
+        results.unlink(missing_ok=True)
+    settings = eval_settings(folder, config)
+    discard_if_changed(results, settings)
     generator = build_generator(folder, config)
     metrics = recipe.evaluate(generator, config, eval_dir)
-    metrics = {"run": str(folder), "recipe": recipe.name, "backend": config.eval.backend, **metrics}
-    runs.atomic_write_json(eval_dir / "metrics.json", metrics)
+    metrics = {"run": str(folder), "recipe": recipe.name, "backend": config.eval.backend, **metrics,
+               "settings": settings}
+    runs.atomic_write_json(eval_dir / runs.EVAL_METRICS_NAME, metrics)
     return metrics, eval_dir
+
+
+def eval_settings(folder: Path, config: Config) -> dict[str, Any]:
+    """What evaluation results depend on: the weights' files, the eval data file, decoding, the recipe section."""
+    decoding = {k: v for k, v in dataclasses.asdict(config.eval).items() if k not in ("batch_size", "backend")}
+    section = config.section if isinstance(config.section, dict) else (
+        dataclasses.asdict(config.section) if config.section is not None else {})
+    return {"weights": _files_fingerprint(folder), "data": _files_fingerprint(Path(config.data.eval))
+            if config.data.eval else "", "eval": decoding, "section": section}
+
+
+def _files_fingerprint(path: Path) -> list[list]:
+    """(name, size, mtime) of a file or of a folder's files: changes when a retrain rewrites them."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    return [[str(f.relative_to(path) if f != path else f.name), f.stat().st_size, f.stat().st_mtime_ns]
+            for f in files]
 
 
 def metrics_table(rows: dict[str, dict]) -> str:

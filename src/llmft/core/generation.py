@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sampling:
-    """Decoding settings for one request or evaluation (temperature 0 = greedy)."""
+    """Decoding settings of one request (an eval run or a served call). temperature 0 = greedy."""
 
     max_new_tokens: int = 64
     temperature: float = 0.0
@@ -18,13 +18,24 @@ class Sampling:
     stop: tuple[str, ...] = ()
     num_beams: int = 1
 
+    @classmethod
+    def from_eval(cls, eval_config: Any) -> Sampling:
+        """The decoding an evaluation uses ([eval] section of a config)."""
+        return cls(max_new_tokens=eval_config.max_new_tokens, temperature=eval_config.temperature,
+                   seed=eval_config.seed, num_beams=eval_config.num_beams)
+
+    def kwargs(self) -> dict[str, Any]:
+        """As keyword arguments of `Generator.generate`."""
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "seed": self.seed, "stop": self.stop, "num_beams": self.num_beams}
+
 
 @dataclass
 class Decoded:
-    """One decoded answer: the text, and recipe-specific detail (e.g. a recursion trace)."""
+    """A recipe-decoded output: the text a user sees, and recipe-specific detail (e.g. a recursion trace)."""
 
     text: str
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -40,6 +51,7 @@ class Generator(Protocol):
         num_beams: int = 1,
         temperature: float = 0.0,
         seed: int = 0,
+        top_p: float = 1.0,
     ) -> list[str]:
         """Complete each prompt; text stops before the first stop string or at EOS. temperature 0 = greedy."""
         ...
@@ -72,6 +84,7 @@ class HFGenerator:
         num_beams: int = 1,
         temperature: float = 0.0,
         seed: int = 0,
+        top_p: float = 1.0,
     ) -> list[str]:
         import torch
 
@@ -103,7 +116,7 @@ class HFGenerator:
                 "eos_token_id": self.tokenizer.eos_token_id,
             }
             if temperature > 0:
-                kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+                kwargs.update(temperature=temperature, top_k=0, top_p=top_p)
             if stop:
                 kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
             if device.type == "cpu" and num_beams == 1:
@@ -124,10 +137,3 @@ class HFGenerator:
                 text = self.tokenizer.decode([t for t in new_ids if t not in pad_ids])
                 outputs[i] = cut_at_stop(text, stop)[0] if stop else text
         return outputs
-
-
-def vllm_generator(model_path: str, adapter_dir: str | None, batch_size: int = 256, max_lora_rank: int = 64) -> Any:
-    """The vLLM backend (GPU): base model loaded once, the LoRA adapter applied per request."""
-    from llmft.core.vllm_backend import VLLMGenerator
-
-    return VLLMGenerator(model_path, adapter_dir, max_lora_rank=max_lora_rank)

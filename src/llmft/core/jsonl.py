@@ -1,15 +1,25 @@
-"""JSONL reading and writing: errors name the file and line; writes are atomic."""
+"""JSONL reading and writing: errors name the file and line; writes are atomic.
+
+Writing goes through `jsonlines` (the design card's library). Reading does not: llmft needs the line number
+of every record for its one-line errors and must drop a torn last line (a killed run), which jsonlines'
+Reader does not expose; the stdlib `json` per line does both in a few lines.
+"""
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonlines
+
 from llmft.core.errors import LlmftError
 from llmft.core.runs import atomic_write_text
+from llmft.core.writes import staging_for
 
 Record = dict[str, Any]
 
@@ -26,8 +36,12 @@ def iter_numbered(path: str | Path, *, what: str = "") -> Iterator[tuple[int, Re
     label = f"{what}: " if what else ""
     if not path.is_file():
         raise LlmftError(f"{label}file not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise LlmftError(f"{label}{path}: line {number} is not UTF-8 (byte {exc.start}: {exc.reason})") from None
             if not line.strip():
                 continue
             try:
@@ -46,8 +60,14 @@ def read_jsonl(path: str | Path, *, what: str = "") -> list[Record]:
 
 def write_jsonl(path: str | Path, records: Iterable[Record]) -> Path:
     """Write records as JSONL atomically (temp file + rename)."""
-    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    return atomic_write_text(path, text)
+    buffer = io.StringIO()
+    with jsonlines.Writer(buffer, compact=True, dumps=functools.partial(json.dumps, ensure_ascii=False)) as writer:
+        writer.write_all(records)
+    staged = staging_for(Path(path))  # inside make-data: published only once every target is checked
+    if staged is not None:
+        staged.write_text(buffer.getvalue(), encoding="utf-8")
+        return Path(path)
+    return atomic_write_text(path, buffer.getvalue())
 
 
 class AppendLog:

@@ -10,8 +10,6 @@ from typing import Any
 from llmft.core.config import Config
 from llmft.core.errors import LlmftError
 
-BASE_MODEL_DIR = "base-model"  # where a run keeps the random-init weights of a `tiny` base
-
 
 def is_tiny(config: Config) -> bool:
     """Whether the base model is built from [model.tiny] rather than loaded."""

@@ -85,11 +85,9 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, max
     by_name = {m.name: m for m in models}
     # The worker thread tokenizes too; a private copy keeps the request path off the Rust tokenizer's borrow.
     counters = {m.name: copy.deepcopy(m.tokenizer) for m in models}
-    sampling_fields = [f.name for f in dataclasses.fields(Sampling)]
 
     def run_batch(key: tuple, prompts: list[str]) -> list[Decoded]:
-        name, sampling_values, options_json = key
-        sampling = Sampling(**dict(zip(sampling_fields, sampling_values)))
+        name, sampling, options_json = key
         return by_name[name].decode(prompts, sampling, json.loads(options_json))
 
     @asynccontextmanager
@@ -267,7 +265,7 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, max
     def _submit(request: Request, served: ServedModel, body: Request_, sampling: Sampling,
                 prompts: list[str]) -> Future:
         options = json.dumps(body.llmft or {}, sort_keys=True)
-        key = (served.name, dataclasses.astuple(sampling), options)
+        key = (served.name, sampling, options)  # Sampling is frozen, so hashable
         try:
             return request.app.state.batcher.submit(key, prompts)
         except RuntimeError:

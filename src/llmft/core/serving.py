@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmft.core import runs
-from llmft.core.config import Config
+from llmft.core.config import Config, SectionTypes
 from llmft.core.errors import LlmftError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -44,26 +44,30 @@ def parse_adapter_spec(spec: str) -> tuple[str, Path]:
     return name, folder
 
 
-def run_config(folder: Path) -> Config:
-    """The folder's llmft.toml, or defaults around a plain PEFT adapter's own base model."""
+def run_config(folder: Path, section_types: SectionTypes | None = None) -> Config:
+    """The folder's llmft.toml (recipe sections typed by `section_types`), or defaults around a plain PEFT
+    adapter's own base model."""
     from llmft.core.config import config_from_dict, load_config
+    from llmft.core.inference import read_run_config
 
     if not folder.is_dir():
         raise LlmftError(f"--adapter: folder not found: {folder}")
     if (folder / runs.CONFIG_NAME).is_file():
-        return load_config(folder / runs.CONFIG_NAME)
+        read_run_config(folder)  # a clear error for a run's root folder
+        return load_config(folder / runs.CONFIG_NAME, section_types=section_types)
     if (folder / ADAPTER_CONFIG).is_file():
         base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path") or ""
         if not base:
             raise LlmftError(f"--adapter: {folder / ADAPTER_CONFIG} names no base_model_name_or_path")
-        return config_from_dict({"recipe": "sft", "model": {"name": base}}, source=str(folder))
+        return config_from_dict({"recipe": "sft", "model": {"name": base}}, source=str(folder),
+                                section_types=section_types)
     raise LlmftError(f"--adapter: {folder} has neither {runs.CONFIG_NAME} nor {ADAPTER_CONFIG}; "
                      "is it a llmft final/, checkpoint-N/, export or PEFT adapter folder?")
 
 
 def base_of(folder: Path, config: Config) -> str:
     """The base model an adapter folder applies to (a resolved path when local); a full model is its own."""
-    from llmft.core.artifacts import base_model_path, is_adapter
+    from llmft.core.inference import base_model_path, is_adapter
 
     if not is_adapter(folder):
         return str(folder.resolve())
@@ -74,14 +78,14 @@ def base_of(folder: Path, config: Config) -> str:
     return str(Path(base).resolve()) if Path(base).exists() else base
 
 
-def _entries(specs: Sequence[str]) -> list[tuple[str, Path, Config, str]]:
+def _entries(specs: Sequence[str], section_types: SectionTypes | None) -> list[tuple[str, Path, Config, str]]:
     """(name, folder, config, base) per `--adapter`; a taken name or a second base is a one-line error."""
     entries: list[tuple[str, Path, Config, str]] = []
     for spec in specs:
         name, folder = parse_adapter_spec(spec)
         if any(name == other for other, *_ in entries):
             raise LlmftError(f"--adapter {spec}: the name '{name}' is taken; give one with NAME=DIR")
-        config = run_config(folder)
+        config = run_config(folder, section_types)
         entries.append((name, folder, config, base_of(folder, config)))
     if not entries:
         raise LlmftError("--adapter: give at least one run folder")
@@ -93,17 +97,18 @@ def _entries(specs: Sequence[str]) -> list[tuple[str, Path, Config, str]]:
     return entries
 
 
-def load_runs(specs: Sequence[str], batch_size: int = 32) -> list[LoadedRun]:
+def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: SectionTypes | None = None
+              ) -> list[LoadedRun]:
     """Every `--adapter` on one base loaded once; a second base or a clash of names is a one-line error."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from llmft.core.artifacts import is_adapter
     from llmft.core.generation import HFGenerator
+    from llmft.core.inference import is_adapter
     from llmft.core.models import load_pretrained, resize_embeddings
 
-    entries = _entries(specs)
+    entries = _entries(specs, section_types)
     first_name, first_folder, first_config, base = entries[0]
     tokenizers = [_tokenizer(folder, base) for _, folder, _, _ in entries]
     for (_, folder, _, _), tokenizer in zip(entries[1:], tokenizers[1:]):
@@ -164,9 +169,10 @@ def context_length(model: Any) -> int:
     return int(getattr(config, "max_position_embeddings", 0) or 2048)
 
 
-def load_vllm_runs(specs: Sequence[str], max_batch: int = 256) -> list[LoadedRun]:
+def load_vllm_runs(specs: Sequence[str], max_batch: int = 256, section_types: SectionTypes | None = None
+                   ) -> list[LoadedRun]:
     """The vLLM backend (CUDA GPU): one `vllm.LLM` over the base with LoRA on; each adapter is a LoRARequest."""
-    from llmft.core.artifacts import is_adapter
+    from llmft.core.inference import is_adapter
     from llmft.core.models import cuda_available
     from llmft.core.vllm_backend import check_adapter_servable, lora_rank_for
 
@@ -177,7 +183,7 @@ def load_vllm_runs(specs: Sequence[str], max_batch: int = 256) -> list[LoadedRun
                          "pip install 'llmft[vllm]', or use --backend hf") from None
     if not cuda_available():
         raise LlmftError("--backend vllm needs a CUDA GPU; this machine has none (use --backend hf)")
-    entries = _entries(specs)
+    entries = _entries(specs, section_types)
     base = entries[0][3]
     adapters = [folder for _, folder, _, _ in entries if is_adapter(folder)]
     if adapters and len(adapters) != len(entries):

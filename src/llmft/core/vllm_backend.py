@@ -77,11 +77,12 @@ class VLLMGenerator:
         num_beams: int = 1,
         temperature: float = 0.0,
         seed: int = 0,
+        top_p: float = 1.0,
     ) -> list[str]:
         if num_beams > 1:
             raise LlmftError("eval.num_beams > 1 is not supported by the vLLM backend; use eval.backend = 'hf'")
         params = self._vllm.SamplingParams(
-            max_tokens=max_new_tokens, temperature=temperature, seed=seed, stop=list(stop) or None
+            max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=list(stop) or None
         )
         outputs = self.llm.generate(list(prompts), params, lora_request=self.lora, use_tqdm=False)
         return [out.outputs[0].text for out in outputs]

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from llmft.core.config import config_from_dict, load_config
 from llmft.core.errors import LlmftError
+from llmft.core.generation import Sampling
 from llmft.core.jsonl import read_jsonl
-from llmft.recipes.base import get_recipe
+from llmft.recipes.base import get_recipe, load_recipe_config
+from llmft.recipes.base import recipe_config as config_from_dict
 from llmft.recipes.retuning.data import EXAMPLES
 from llmft.recipes.retuning.evaluate import PLOT, RESULTS, compare
 
@@ -170,11 +171,11 @@ def test_compare_draws_several_runs_on_one_plot(tmp_path: Path):
         compare({"sft-run": {"exact_match": 1.0}}, tmp_path / "compare")
 
 
-def test_decode_returns_the_answer_and_the_root_transcript(tmp_path: Path):
+def test_decode_returns_the_root_transcript(tmp_path: Path):
     record = {"task": "addition", "format": "recursive", "size": 4, "prompt": "1234 + 0578\nSolution: "}
     run = config_from_dict({"recipe": "retuning", "retuning": {"task": "addition"}})
-    (decoded,) = get_recipe("retuning").decode(Teacher([record], 4), ["1234 + 0578\nSolution: "], run)
-    assert decoded.text == "1812"
+    (decoded,) = get_recipe("retuning").decode(Teacher([record], 4), ["1234 + 0578\nSolution: "], run, Sampling())
+    assert decoded.text == decoded.extra["answer"] == "1812" and decoded.extra["calls"] >= 1
     assert decoded.extra["transcript"] == "Call: 234 + 578\nReturn: Carry 0, Output 812\nAnswer: Carry 0, Output 1812"
 
 
@@ -196,7 +197,7 @@ def test_config_section_and_presets():
             f"# llmft make-data retuning --task {task} --format recursive && "
             f"llmft train recipes/retuning-{task}-llama.toml"
         )
-        preset = load_config(path)
+        preset, _ = load_recipe_config(path)
         assert (preset.section.task, preset.section.format, preset.section.max_size) == (
             task,
             "recursive",

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from llmft.core.config import Config
+from llmft.core.generation import Sampling
 from llmft.core.jsonl import read_jsonl
 from llmft.core.tokenizers import train_tokenizer
 from llmft.recipes.squad.evaluate import (
@@ -179,5 +180,6 @@ def test_decode_wraps_serve_prompts_in_the_forced_opening(tmp_path):
     answers = {_question(record): '\n{\n  "answer": "x"\n'}
     generator = FakeGenerator(tokenizer, answers)
     prompt = tokenizer.apply_chat_template(record["messages"][:-1], tokenize=False, add_generation_prompt=True)
-    assert SquadRecipe().decode(generator, [prompt], config) == ['```json\n{\n  "answer": "x"\n}\n```']
+    (decoded,) = SquadRecipe().decode(generator, [prompt], config, Sampling.from_eval(config.eval))
+    assert decoded.text == '```json\n{\n  "answer": "x"\n}\n```'
     assert generator.calls[0][0] == [prompt + "<blah_0><blah_1>\n```json"]

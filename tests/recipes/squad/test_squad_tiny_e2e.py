@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.conftest import train_run
 
-from llmft.core.config import load_config
 from llmft.core.evaluation import evaluate_folder
-from llmft.core.trainer import train
+from llmft.recipes.base import load_recipe_config
 from llmft.recipes.squad.recipe import SquadRecipe
 
 REPO = Path(__file__).resolve().parents[3]
@@ -26,12 +26,14 @@ def test_tiny_squad_preset_answers_held_out_questions(tmp_path):
     assert '--synthetic 40000 --system-prompt "" --no-instruction --passages' in command
     paths = SquadRecipe().make_data(tmp_path / "data", 0, synthetic=40000, system_prompt="",
                                               no_instruction=True, passages=True)
-    config = load_config(preset, [f"data.train={paths['train']}", f"data.eval={paths['eval']}",
+    config, recipe = load_recipe_config(preset, [f"data.train={paths['train']}", f"data.eval={paths['eval']}",
                                   f"train.output_dir={tmp_path / 'run'}"])
     threads = torch.get_num_threads()
     try:
-        result = train(config, progress=False)
-        metrics, eval_dir = evaluate_folder(tmp_path / "run" / "final", ["eval.max_examples=400"])
+        result = train_run(config, progress=False)
+        final = tmp_path / "run" / "final"
+        eval_config, _ = load_recipe_config(final / "llmft.toml", ["eval.max_examples=400"])
+        metrics, eval_dir = evaluate_folder(final, eval_config, recipe)
     finally:
         torch.set_num_threads(threads)
     assert result.losses[-1] < 0.1 * result.losses[0]

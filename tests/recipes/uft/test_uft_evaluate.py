@@ -4,10 +4,11 @@ import math
 import pytest
 import torch
 
-from llmft.core.config import config_from_dict, config_to_toml
+from llmft.core.config import config_to_toml
 from llmft.core.errors import LlmftError
 from llmft.core.generation import HFGenerator
 from llmft.core.tokenizers import train_tokenizer
+from llmft.recipes.base import recipe_config
 from llmft.recipes.uft.evaluate import (
     compare_runs,
     evaluate_uft,
@@ -94,7 +95,7 @@ class Counting:
 
 
 def uft_config(suite, tmp_path, **section):
-    return config_from_dict({
+    return recipe_config({
         "recipe": "uft",
         "data": {"eval": str(suite / "pretrain-all" / "eval.jsonl")},
         "train": {"output_dir": str(tmp_path / "run"), "max_steps": 4},
@@ -111,25 +112,27 @@ def test_evaluate_writes_losses_scores_probes_and_resumes(suite, tiny, tmp_path)
     model, tokenizer = tiny
     generator = Counting(HFGenerator(model, tokenizer, batch_size=4))
     config = uft_config(suite, tmp_path)
-    metrics = evaluate_uft(generator, config, tmp_path / "eval")
+    metrics = evaluate_uft(generator, config, config.section, tmp_path / "eval")
     assert set(metrics) >= {"loss/id", "loss/task", "loss/complement", "loss/adversarial", "generation_score",
                             "probe/Twist/layer1", "probe_accuracy"}
     assert generator.prompts == 6
     rows = read(tmp_path / "eval" / "results.jsonl")
     generations = [r for r in rows if r["kind"] == "generation"]
-    assert [r["index"] for r in generations] == list(range(6))
+    assert [r["index"] for r in generations] == [["generation", None, i] for i in range(6)]
     assert metrics["generation_score"] == sum(r["has_feature"] for r in generations) / 6
     assert {r["set"] for r in rows if r["kind"] == "loss"} == {"id", "task", "complement", "adversarial"}
     assert (tmp_path / "eval" / "losses.png").stat().st_size > 0
     assert (tmp_path / "eval" / "probes.png").stat().st_size > 0
-    again = evaluate_uft(generator, uft_config(suite, tmp_path), tmp_path / "eval")
+    config = uft_config(suite, tmp_path)
+    again = evaluate_uft(generator, config, config.section, tmp_path / "eval")
     assert generator.prompts == 6 and again == metrics
 
 
 def test_unknown_feature_is_a_one_line_error(suite, tiny, tmp_path):
     model, tokenizer = tiny
     with pytest.raises(LlmftError, match="unknown feature 'twist' \\(did you mean 'Twist'\\?\\)"):
-        evaluate_uft(HFGenerator(model, tokenizer), uft_config(suite, tmp_path, feature="twist"), tmp_path)
+        config = uft_config(suite, tmp_path, feature="twist")
+        evaluate_uft(HFGenerator(model, tokenizer), config, config.section, tmp_path)
 
 
 def test_recovery_curve_reads_the_start_model_and_checkpoints(suite, tiny, tmp_path):
@@ -143,7 +146,7 @@ def test_recovery_curve_reads_the_start_model_and_checkpoints(suite, tiny, tmp_p
         tokenizer.save_pretrained(folder)
         (folder / "llmft.toml").write_text(config_to_toml(config))
     assert recovery_folder(config, 4) == run / "final"
-    metrics = evaluate_uft(HFGenerator(model, tokenizer, batch_size=4), config, tmp_path / "eval")
+    metrics = evaluate_uft(HFGenerator(model, tokenizer, batch_size=4), config, config.section, tmp_path / "eval")
     assert {"recovery/0", "recovery/2", "recovery/4"} <= set(metrics)
     assert (tmp_path / "eval" / "recovery.png").is_file()
     assert (tmp_path / "eval" / "recovery_table.md").read_text().startswith("| deletion (LR) | 0 | 2 | 4 |")

@@ -10,7 +10,6 @@ from llmft.recipes.uft.judge import (
     EndpointJudge,
     RulesJudge,
     Shot,
-    chat_completions_url,
     classifier_prompt,
     parse_answer,
 )
@@ -72,7 +71,7 @@ def test_endpoint_judge_posts_chat_completions(server):
 
 def test_endpoint_errors_are_one_line(server):
     judge = EndpointJudge(server + "/v1", model="locked", retries=1)
-    with pytest.raises(LlmftError, match=r"judge endpoint .*/v1/chat/completions: HTTP 401 Unauthorized$"):
+    with pytest.raises(LlmftError, match=r"endpoint .*/v1/chat/completions: HTTP 401 Unauthorized$"):
         judge(["story"], "Twist")
     with pytest.raises(LlmftError, match="needs judge_url"):
         EndpointJudge("")
@@ -82,8 +81,6 @@ def test_prompts_urls_and_answers():
     assert classifier_prompt(" A story. ", "Twist") == (
         "You will be presented with a story written for children.\nYour task is to answer the question: "
         "Does the story have a twist? Answer only Yes or No.\n\nA story.\n\nDoes the story have a twist?")
-    assert chat_completions_url("http://h:1/") == "http://h:1/v1/chat/completions"
-    assert chat_completions_url("http://h:1/v1/chat/completions") == "http://h:1/v1/chat/completions"
     question = "Does the story have a twist?"
     assert parse_answer("Does the story have a twist? Yes.", question) is True
     assert parse_answer("Yes, it is a story. Does the story have a twist? No", question) is False

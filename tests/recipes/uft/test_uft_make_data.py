@@ -24,7 +24,7 @@ def suite(tmp_path_factory):
 def test_recipe_is_registered_with_its_section():
     recipe = get_recipe("uft")
     assert recipe.config_section is UftConfig
-    assert {p.name for p in recipe.make_data_params} >= {"filtering", "mix_match", "adversarial_training",
+    assert {p.name for p in recipe.make_data_params()} >= {"filtering", "mix_match", "adversarial_training",
                                                          "refusal", "preset", "vocab_size"}
 
 

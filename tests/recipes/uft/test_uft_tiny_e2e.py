@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import eval_run, train_run
 
-from llmft.core.config import load_config
-from llmft.core.evaluation import evaluate_folder
 from llmft.core.jsonl import read_jsonl
-from llmft.core.trainer import train
+from llmft.recipes.base import load_recipe_config
 from llmft.recipes.uft.probes import split_indices
 from llmft.recipes.uft.recipe import UftRecipe
 
@@ -36,10 +35,10 @@ def run_flow(root: Path, overrides: dict[str, list[str]] | None = None) -> dict:
 
     def run(preset: str, name: str, train_set: str, *extra: str) -> Path:
         start = time.perf_counter()
-        config = load_config(RECIPES / f"uft-{preset}-tiny.toml",
+        config, _ = load_recipe_config(RECIPES / f"uft-{preset}-tiny.toml",
                              [*sets, f"data.train={data}/{train_set}/train.jsonl",
                               f"train.output_dir={runs / name}", *extra, *overrides.get(preset, [])])
-        train(config, progress=False)
+        train_run(config, progress=False)
         seconds[name] = time.perf_counter() - start
         return runs / name / "final"
 
@@ -52,7 +51,7 @@ def run_flow(root: Path, overrides: dict[str, list[str]] | None = None) -> dict:
     start = time.perf_counter()
     for name, folder in (("pretrain", twist), ("pretrain-no-twist", no_twist), ("deletion", deleted),
                          ("recovery", recovered), ("recovery-no-twist", recovered_no_twist)):
-        metrics[name] = evaluate_folder(folder, [])[0]
+        metrics[name] = eval_run(folder, [])[0]
     seconds["eval"] = time.perf_counter() - start
     # The probes' test split of the ID set, as probe_accuracy draws it (eval.seed = 0, 20%).
     records = read_jsonl(data / "pretrain-all" / "eval.jsonl")[:1000]

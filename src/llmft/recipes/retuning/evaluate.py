@@ -7,8 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmft.core import runs
 from llmft.core.errors import LlmftError
-from llmft.core.jsonl import AppendLog, read_jsonl
+from llmft.core.jsonl import read_jsonl
+from llmft.core.plots import line_plot
+from llmft.core.results import ResultsLog
 from llmft.recipes.retuning.data import FORMATS, TASKS, TRAIN_SIZES
 from llmft.recipes.retuning.engine import Trace, depth_cap, run_direct, run_recursion
 
@@ -17,7 +20,7 @@ if TYPE_CHECKING:
     from llmft.core.generation import Generator
     from llmft.recipes.retuning.recipe import RetuningConfig
 
-RESULTS = "results.jsonl"
+RESULTS = runs.RESULTS_NAME
 PLOT = "accuracy_by_size.png"
 SIZE_LABELS = {"addition": "digits per operand", "parity": "list length", "dp": "array length"}
 EVAL_FIELDS = ("prompt", "task", "format", "size", "answer")
@@ -60,21 +63,17 @@ def evaluate_problems(
     scratchpad and baseline records are generated directly in chunks of batch_size.
     """
     task, fmt = records[0]["task"], records[0]["format"]
-    with AppendLog(results_path) as log:
-        done: dict[int, dict] = {}
-        for row in log.records:
-            index = row.get("index")
+    with ResultsLog(results_path) as log:
+        for index, row in log.items():
             known = isinstance(index, int) and 0 <= index < len(records)
             if not known or records[index]["prompt"] != row.get("prompt"):
                 raise LlmftError(f"{results_path} holds results for other problems than data.eval; "
                                  "remove it or evaluate into another folder (--out)")
-            done[index] = row
-        todo = [i for i in range(len(records)) if i not in done]
+        todo = log.todo(range(len(records)))
 
         def record_row(position: int, trace: Trace) -> None:
             index = todo[position]
-            done[index] = result_row(index, records[index], trace)
-            log.append(done[index])
+            log.add(index, result_row(index, records[index], trace))
 
         if fmt == "recursive":
             caps = [max_depth or depth_cap(task, records[i]["size"]) for i in todo]
@@ -89,7 +88,7 @@ def evaluate_problems(
                                     max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
                 for offset, trace in enumerate(traces):
                     record_row(start + offset, trace)
-    return [done[i] for i in range(len(records))]
+        return log.rows(range(len(records)))
 
 
 def result_row(index: int, record: dict, trace: Trace) -> dict[str, Any]:
@@ -142,25 +141,11 @@ def summarize(rows: Sequence[dict], train_max_size: int) -> dict[str, Any]:
 
 def plot_accuracy(curves: dict[str, dict[int, float]], path: Path, *, title: str,
                   xlabel: str = "problem size", train_max_size: int = 0) -> Path:
-    """Accuracy against size, one line per curve; a dashed line marks the end of the training range."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4))
-    axes = figure.subplots()
-    for label, curve in curves.items():
-        sizes = sorted(curve)
-        axes.plot(sizes, [curve[s] for s in sizes], marker="o", markersize=3, label=label)
-    if train_max_size:
-        axes.axvline(train_max_size + 0.5, linestyle="--", color="gray", label="end of training range")
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel("accuracy")
-    axes.set_ylim(-0.02, 1.02)
-    axes.set_title(title)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
+    """Accuracy against size, one line per curve; the trained sizes are shaded."""
+    series = {label: (sorted(curve), [curve[s] for s in sorted(curve)]) for label, curve in curves.items()}
+    shade = (0.5, train_max_size + 0.5) if train_max_size else None
+    return line_plot(path, series, title=title, xlabel=xlabel, ylabel="accuracy", shade=shade,
+                     shade_label="trained sizes", ylim=(-0.02, 1.02))
 
 
 def compare(metrics_by_run: dict[str, dict], out_dir: Path) -> Path:

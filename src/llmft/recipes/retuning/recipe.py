@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -13,6 +13,7 @@ import click
 
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import write_jsonl
+from llmft.recipes.base import Recipe
 from llmft.recipes.retuning.data import FORMATS, TASKS, TRAIN_SIZES, eval_records, training_records
 
 if TYPE_CHECKING:
@@ -33,28 +34,13 @@ class RetuningConfig:
     max_depth: int = 0
 
 
-@dataclass
-class RetuningRecipe:
-    name: str = "retuning"
-    summary: str = "Re-Tuning (Pasewark et al. 2024): recursive addition, parity and DP; accuracy by size."
-    config_section: type | None = RetuningConfig
-    make_data_params: list[click.Parameter] = field(default_factory=lambda: [
-        click.Option(["--task"], type=click.Choice(TASKS), default="addition", show_default=True,
-                     help="addition, parity (of a bit list) or dp (maximum-sum non-adjacent subsequence)."),
-        click.Option(["--format", "fmt"], type=click.Choice(FORMATS), default="recursive", show_default=True,
-                     help="recursive (Re-Tuning), scratchpad or baseline."),
-        click.Option(["--min-size"], type=int, default=0,
-                     help="Smallest training size (0 = the reference's: addition 1, parity 1, dp 2)."),
-        click.Option(["--max-size"], type=int, default=0,
-                     help="Largest training size (0 = the reference's: addition 15, parity 21, dp 5); "
-                          "eval covers sizes 1 to twice this."),
-        click.Option(["--n"], type=int, default=0,
-                     help="Training problems to draw (0 = the reference's count: 1000 pairs per digit cell, "
-                          "250,000 parity lists, every DP array)."),
-        click.Option(["--eval-n"], type=int, default=100, show_default=True, help="Eval problems per size."),
-        click.Option(["--resample/--no-resample"], default=True, show_default=True,
-                     help="The reference's resampling toward short base cases."),
-    ])
+class RetuningRecipe(Recipe):
+    name = "retuning"
+    summary = "Re-Tuning (Pasewark et al. 2024): recursive addition, parity and DP; accuracy by size."
+    config_section = RetuningConfig
+
+    def make_data_params(self) -> list[click.Parameter]:
+        return _make_data_options()
 
     def make_data(self, out: Path | None, seed: int, task: str = "addition", fmt: str = "recursive",
                   min_size: int = 0, max_size: int = 0, n: int = 0, eval_n: int = 100,
@@ -76,35 +62,42 @@ class RetuningRecipe:
         return {"train": write_jsonl(out / "train.jsonl", train),
                 "eval": write_jsonl(out / "eval.jsonl", held_out)}
 
-    def special_tokens(self, config: Config) -> list[str]:
-        return []
-
-    def tokenize(self, record: dict, tokenizer: Any, config: Config) -> None:
-        return None
-
     def evaluate(self, generator: Generator, config: Config, eval_dir: Path, **options: Any) -> dict:
         """Accuracy by size for the format the run trained on; results.jsonl resumes, plus a PNG plot."""
         from llmft.recipes.retuning.evaluate import run_evaluation
 
-        return run_evaluation(generator, config, _section(config), eval_dir)
+        return run_evaluation(generator, config, self.section(config), eval_dir)
 
     def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
         from llmft.recipes.retuning.evaluate import compare
 
         return compare(metrics_by_run, out_dir)
 
-    def decode(self, generator: Generator, prompts: list[str], config: Config, sampling: Sampling | None = None,
-               options: Mapping[str, Any] | None = None) -> list[Decoded]:
-        """Recursive format: the final answer once every call has returned, the trace in `extra`;
-        options {"recursion": false} (a served request's `llmft` object) = one plain generation."""
-        from llmft.core.generation import Sampling
+    def decode(self, generator: Generator, prompts: Sequence[str], config: Config, sampling: Sampling,
+               **options: Any) -> list[Decoded]:
+        """Recursive runs resolve every `Call:` first (off with recursion=False): the text is the final
+        answer, `extra` holds the root's transcript and the whole trace (recipes/retuning/decode.py)."""
         from llmft.recipes.retuning.decode import decode
 
-        section = _section(config)
-        sampling = sampling or Sampling(max_new_tokens=config.eval.max_new_tokens,
-                                        temperature=config.eval.temperature, seed=config.eval.seed)
+        section = self.section(config)
         return decode(generator, prompts, section.task, section.format, section.max_depth, sampling, options)
 
 
-def _section(config: Config) -> RetuningConfig:
-    return config.section if config.section is not None else RetuningConfig()
+def _make_data_options() -> list[click.Parameter]:
+    return [
+        click.Option(["--task"], type=click.Choice(TASKS), default="addition", show_default=True,
+                     help="addition, parity (of a bit list) or dp (maximum-sum non-adjacent subsequence)."),
+        click.Option(["--format", "fmt"], type=click.Choice(FORMATS), default="recursive", show_default=True,
+                     help="recursive (Re-Tuning), scratchpad or baseline."),
+        click.Option(["--min-size"], type=int, default=0,
+                     help="Smallest training size (0 = the reference's: addition 1, parity 1, dp 2)."),
+        click.Option(["--max-size"], type=int, default=0,
+                     help="Largest training size (0 = the reference's: addition 15, parity 21, dp 5); "
+                          "eval covers sizes 1 to twice this."),
+        click.Option(["--n"], type=int, default=0,
+                     help="Training problems to draw (0 = the reference's count: 1000 pairs per digit cell, "
+                          "250,000 parity lists, every DP array)."),
+        click.Option(["--eval-n"], type=int, default=100, show_default=True, help="Eval problems per size."),
+        click.Option(["--resample/--no-resample"], default=True, show_default=True,
+                     help="The reference's resampling toward short base cases."),
+    ]

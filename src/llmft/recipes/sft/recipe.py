@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from llmft.core import runs
 from llmft.core.errors import LlmftError
-from llmft.core.jsonl import AppendLog, read_jsonl, write_jsonl
+from llmft.core.jsonl import read_jsonl, write_jsonl
+from llmft.core.results import ResultsLog
+from llmft.recipes.base import Recipe
 from llmft.recipes.sft.toys import TOYS, toy_split
 
 
@@ -21,26 +24,31 @@ class SftSection:
     strip: bool = True  # compare with surrounding whitespace removed
 
 
-@dataclass
-class SftRecipe:
-    name: str = "sft"
-    summary: str = "Any prompt/completion JSONL (or a toy task); eval = exact match of the completion."
-    config_section: type | None = SftSection
-    make_data_params: list[click.Parameter] = field(default_factory=lambda: [
-        click.Option(["--input", "input_file"], type=click.Path(dir_okay=False), default=None,
-                     help="Your prompt/completion JSONL, split into train and eval."),
-        click.Option(["--toy"], type=click.Choice(sorted(TOYS)), default=None,
-                     help="Generate a small learnable task instead."),
-        click.Option(["--n"], type=int, default=2000, show_default=True, help="Training records (toy)."),
-        click.Option(["--eval-n"], type=int, default=200, show_default=True, help="Eval records (toy)."),
-        click.Option(["--eval-fraction"], type=float, default=0.1, show_default=True,
-                     help="Share of --input held out for eval."),
-    ])
+class SftRecipe(Recipe):
+    name = "sft"
+    summary = "Any prompt/completion JSONL (or a toy task); eval = exact match of the completion."
+    config_section = SftSection
+
+    def make_data_params(self) -> list[click.Parameter]:
+        return [
+            click.Option(["--input", "input_file"], type=click.Path(dir_okay=False), default=None,
+                         help="Your prompt/completion JSONL, split into train and eval."),
+            click.Option(["--toy"], type=click.Choice(sorted(TOYS)), default=None,
+                         help="Generate a small learnable task instead."),
+            click.Option(["--n"], type=int, default=2000, show_default=True, help="Training records (toy)."),
+            click.Option(["--eval-n"], type=int, default=200, show_default=True, help="Eval records (toy)."),
+            click.Option(["--eval-fraction"], type=float, default=0.1, show_default=True,
+                         help="Share of --input held out for eval."),
+        ]
 
     def make_data(self, out: Path | None, seed: int, input_file: str | None = None, toy: str | None = None,
                   n: int = 2000, eval_n: int = 200, eval_fraction: float = 0.1) -> dict[str, Path]:
         if bool(input_file) == bool(toy):
             raise LlmftError("make-data sft: give exactly one of --input FILE or --toy TASK")
+        if n < 1 or eval_n < 1:
+            raise LlmftError(f"make-data sft: --n and --eval-n must be >= 1, got {n} and {eval_n}")
+        if not 0 < eval_fraction < 1:
+            raise LlmftError(f"make-data sft: --eval-fraction must be between 0 and 1, got {eval_fraction}")
         if toy:
             train, held_out = toy_split(toy, n, eval_n, seed)
             out = out or Path("data/sft") / toy
@@ -49,17 +57,13 @@ class SftRecipe:
             for line, record in enumerate(records, start=1):
                 if not ("prompt" in record and "completion" in record):
                     raise LlmftError(f"--input: {input_file}: line {line} needs 'prompt' and 'completion'")
+            if len(records) < 2:
+                raise LlmftError(f"--input: {input_file} has {len(records)} record(s); need 2 or more to split")
             random.Random(seed).shuffle(records)
-            cut = max(1, int(len(records) * eval_fraction))
+            cut = min(max(1, int(len(records) * eval_fraction)), len(records) - 1)
             held_out, train = records[:cut], records[cut:]
             out = out or Path("data/sft") / Path(input_file).stem
         return {"train": write_jsonl(out / "train.jsonl", train), "eval": write_jsonl(out / "eval.jsonl", held_out)}
-
-    def special_tokens(self, config: Any) -> list[str]:
-        return []
-
-    def tokenize(self, record: dict, tokenizer: Any, config: Any) -> None:
-        return None
 
     def evaluate(self, generator: Any, config: Any, eval_dir: Path, **options: Any) -> dict:
         """Exact match of the generated completion against the reference, greedy by default."""
@@ -68,18 +72,18 @@ class SftRecipe:
         records = read_jsonl(config.data.eval, what="data.eval")
         if config.eval.max_examples:
             records = records[:config.eval.max_examples]
-        strip = config.section.strip if config.section is not None else True
-        with AppendLog(eval_dir / "results.jsonl") as log:
-            todo = records[len(log.records):]
+        strip = self.section(config).strip
+        with ResultsLog(eval_dir / runs.RESULTS_NAME) as log:
+            todo = log.todo(range(len(records)))
             for start in range(0, len(todo), config.eval.batch_size):
                 chunk = todo[start:start + config.eval.batch_size]
                 outputs = generator.generate(
-                    [r["prompt"] for r in chunk], max_new_tokens=config.eval.max_new_tokens,
+                    [records[i]["prompt"] for i in chunk], max_new_tokens=config.eval.max_new_tokens,
                     num_beams=config.eval.num_beams, temperature=config.eval.temperature, seed=config.eval.seed)
-                for record, output in zip(chunk, outputs):
-                    reference = record["completion"]
+                for i, output in zip(chunk, outputs):
+                    reference = records[i]["completion"]
                     correct = output.strip() == reference.strip() if strip else output == reference
-                    log.append({"prompt": record["prompt"], "output": output, "reference": reference,
+                    log.add(i, {"prompt": records[i]["prompt"], "output": output, "reference": reference,
                                 "correct": correct})
-            done = log.records
+            done = log.rows(range(len(records)))
         return {"exact_match": sum(r["correct"] for r in done) / max(len(done), 1), "n": len(done)}

@@ -180,9 +180,9 @@ def load_splits(source: str, test_source: str = "", split_seed: int = SPLIT_SEED
     an official JSON file), which then only gives train/val; test_source supplies (or replaces) the test split.
     """
     if source == "hub":
-        import datasets
+        from llmft.core.hub import load_hub_dataset
 
-        splits = {name: split for name, split in datasets.load_dataset(HUB_NAME).items()}
+        splits = dict(load_hub_dataset(HUB_NAME, what="make-data squad --source hub").items())
     else:
         splits = _load_local(source)
     if test_source:

@@ -12,7 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmft.core.jsonl import AppendLog, read_jsonl
+from llmft.core import runs
+from llmft.core.generation import Sampling
+from llmft.core.jsonl import read_jsonl
+from llmft.core.plots import bar_plot
+from llmft.core.results import ResultsLog
 from llmft.recipes.squad.chat import answer_prompt
 from llmft.recipes.squad.data import NO_ANSWER, force_prefix
 
@@ -164,16 +168,16 @@ def table_markdown(metrics_by_run: dict[str, dict[str, Any]]) -> str:
 # Generation
 
 
-def complete_turns(generator: Any, prompts: list[str], config: Any, force_answer: bool) -> list[str]:
+def complete_turns(generator: Any, prompts: list[str], sampling: Sampling, force_answer: bool) -> list[str]:
     """One assistant turn per prompt. Forced answers stop at the first "}" (the reference stopped after
     the token holding it), which is put back; otherwise the model writes freely."""
-    options = {"max_new_tokens": config.eval.max_new_tokens, "num_beams": config.eval.num_beams,
-               "temperature": config.eval.temperature, "seed": config.eval.seed}
+    options = sampling.kwargs()
     if not force_answer:
         return generator.generate(prompts, **options)
+    options["stop"] = [*options["stop"], "}"]
     # The Generator does not say whether it stopped at "}" or at EOS / the token limit; an answer cut
     # short inside its string still fails to parse, so closing it unconditionally costs little.
-    return [text + "}" for text in generator.generate(prompts, stop=["}"], **options)]
+    return [text + "}" for text in generator.generate(prompts, **options)]
 
 
 def answer_conversations(
@@ -187,7 +191,8 @@ def answer_conversations(
     for t in range(max((len(x) for x in turns), default=0)):
         active = [c for c in range(len(live)) if len(turns[c]) > t]
         prompts = [answer_prompt(generator.tokenizer, live[c][:turns[c][t]], pause, force_answer) for c in active]
-        for c, text in zip(active, complete_turns(generator, prompts, config, force_answer), strict=True):
+        texts = complete_turns(generator, prompts, Sampling.from_eval(config.eval), force_answer)
+        for c, text in zip(active, texts, strict=True):
             responses[c].append(text)
             # The history gets the turn closed as training data closes it (the reference left off the "```").
             content = f"{force_prefix(pause)}{text}\n```" if force_answer else text
@@ -201,22 +206,22 @@ def evaluate_squad(generator: Any, config: Any, eval_dir: Path, pause: str, forc
     records = read_jsonl(config.data.eval, what="data.eval")
     if config.eval.max_examples:
         records = records[:config.eval.max_examples]
-    log = AppendLog(eval_dir / "results.jsonl")
-    done = {row["id"]: row for row in log.records}
-    todo = [record for record in records if record["id"] not in done]
     step = max(config.eval.batch_size, 1)
-    with log:
+    with ResultsLog(eval_dir / runs.RESULTS_NAME) as log:
+        todo = log.todo(range(len(records)))
         for start in range(0, len(todo), step):
             chunk = todo[start:start + step]
-            answered = answer_conversations(generator, [r["messages"] for r in chunk], pause, config, force_answer)
-            for record, responses in zip(chunk, answered, strict=True):
+            answered = answer_conversations(generator, [records[i]["messages"] for i in chunk], pause, config,
+                                            force_answer)
+            for i, responses in zip(chunk, answered, strict=True):
+                record = records[i]
                 row = {"id": record["id"], "answers": record["answers"], "is_impossible": record["is_impossible"],
                        "response": responses[-1], **score_response(responses[-1], record["answers"])}
                 if len(responses) > 1:
                     row["turns"] = responses
-                log.append(row)
-                done[row["id"]] = row
-    metrics = squad_table([done[record["id"]] for record in records])
+                log.add(i, row)
+        done = log.rows(range(len(records)))
+    metrics = squad_table(done)
     (eval_dir / "table.md").write_text(table_markdown({Path(config.train.output_dir).name: metrics}),
                                        encoding="utf-8")
     plot_table({"this run": metrics}, eval_dir / "squad.png")
@@ -229,25 +234,6 @@ def evaluate_squad(generator: Any, config: Any, eval_dir: Path, pause: str, forc
 
 def plot_table(metrics_by_run: dict[str, dict[str, Any]], path: Path) -> Path:
     """Grouped bars: one group per table column, one bar per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(metrics_by_run)
-    width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(10, 4))
-    for i, name in enumerate(names):
-        values = [metrics_by_run[name].get(key) or 0.0 for key, _ in TABLE_COLUMNS]
-        ax.bar([c + i * width for c in range(len(TABLE_COLUMNS))], values, width, label=name)
-    ax.set_xticks([c + width * (len(names) - 1) / 2 for c in range(len(TABLE_COLUMNS))])
-    ax.set_xticklabels([title.replace("% ", "") for _, title in TABLE_COLUMNS], rotation=20, ha="right")
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("%")
-    ax.set_title("SQuAD v2")
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    groups = [title.replace("% ", "") for _, title in TABLE_COLUMNS]
+    bars = {name: [metrics.get(key) or 0.0 for key, _ in TABLE_COLUMNS] for name, metrics in metrics_by_run.items()}
+    return bar_plot(path, groups, bars, title="SQuAD v2", ylabel="%", ylim=(0, 100))

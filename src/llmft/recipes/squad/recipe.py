@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from llmft.core.errors import LlmftError
+from llmft.recipes.base import Recipe
 from llmft.recipes.squad.data import SPLIT_SEED, SYSTEM_PROMPT, pause_tokens
+
+if TYPE_CHECKING:
+    from llmft.core.generation import Decoded, Sampling
 
 
 @dataclass
@@ -25,15 +30,13 @@ class SquadConfig:
     force_answer: bool = True
 
 
-@dataclass(frozen=True)
-class SquadRecipe:
+class SquadRecipe(Recipe):
     """llama-squad: SQuAD v2 as chat prompts answered in JSON, loss on the answer only."""
 
-    name: str = "squad"
-    summary: str = "SQuAD v2 as chat prompts answered in JSON (llama-squad); --synthetic N works offline."
-    config_section: type = SquadConfig
+    name = "squad"
+    summary = "SQuAD v2 as chat prompts answered in JSON (llama-squad); --synthetic N works offline."
+    config_section = SquadConfig
 
-    @property
     def make_data_params(self) -> list[click.Parameter]:
         return [
             click.Option(["--source"], default="hub", show_default=True, metavar="hub|PATH",
@@ -104,7 +107,7 @@ class SquadRecipe:
         return paths
 
     def special_tokens(self, config: Any) -> list[str]:
-        return pause_tokens(self._section(config).num_pause_tokens)
+        return pause_tokens(self.section(config).num_pause_tokens)
 
     def tokenize(self, record: dict, tokenizer: Any, config: Any) -> Any:
         from llmft.recipes.squad.chat import tokenize_chat
@@ -119,22 +122,24 @@ class SquadRecipe:
 
         if not config.data.eval:
             raise LlmftError("data.eval is not set: point it at a test.jsonl from `llmft make-data squad`")
-        section = self._section(config)
+        section = self.section(config)
         return evaluate_squad(generator, config, eval_dir, "".join(pause_tokens(section.num_pause_tokens)),
                               section.force_answer)
 
-    def decode(self, generator: Any, prompts: list[str], config: Any) -> list[str]:
+    def decode(self, generator: Any, prompts: Sequence[str], config: Any, sampling: Sampling,
+               **options: Any) -> list[Decoded]:
         """Prompts that end in the chat's assistant opening (add_generation_prompt) get the force-answer
-        opening and are completed to the closing brace; returns each answer's JSON block."""
+        opening and are completed to the closing brace; the text is the answer's JSON block."""
+        from llmft.core.generation import Decoded
         from llmft.recipes.squad.chat import turn_opening
         from llmft.recipes.squad.evaluate import complete_turns
 
-        section = self._section(config)
+        section = self.section(config)
         if not section.force_answer:
-            return complete_turns(generator, prompts, config, False)
+            return [Decoded(text) for text in complete_turns(generator, list(prompts), sampling, False)]
         opening = turn_opening(generator.tokenizer, "".join(pause_tokens(section.num_pause_tokens)))
-        completions = complete_turns(generator, [p + opening for p in prompts], config, True)
-        return [f"```json{text}\n```" for text in completions]
+        completions = complete_turns(generator, [p + opening for p in prompts], sampling, True)
+        return [Decoded(f"```json{text}\n```") for text in completions]
 
     def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
         from llmft.core.runs import atomic_write_text
@@ -142,7 +147,3 @@ class SquadRecipe:
 
         atomic_write_text(out_dir / "table.md", table_markdown(metrics_by_run))
         return plot_table(metrics_by_run, out_dir / "squad-compare.png")
-
-    @staticmethod
-    def _section(config: Any) -> SquadConfig:
-        return config.section if isinstance(config.section, SquadConfig) else SquadConfig()

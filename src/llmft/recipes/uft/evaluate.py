@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from llmft.core.errors import LlmftError, did_you_mean
-from llmft.core.jsonl import AppendLog, read_jsonl
-from llmft.core.runs import CHECKPOINT_PREFIX, CONFIG_NAME, FINAL_NAME, atomic_write_text
+from llmft.core.jsonl import read_jsonl
+from llmft.core.plots import bar_plot, line_plot
+from llmft.core.results import ResultsLog
+from llmft.core.runs import CHECKPOINT_PREFIX, CONFIG_NAME, FINAL_NAME, RESULTS_NAME, atomic_write_text
 from llmft.recipes.uft.checker import FEATURES
 from llmft.recipes.uft.judge import EndpointJudge, Judge, RulesJudge, Shot
 from llmft.recipes.uft.text import STOP_STRINGS, cut_story, instruction_value, split_text, story_prompt
@@ -29,36 +31,13 @@ SETS = ("id", "task", "complement", "adversarial")
 def set_loss(model: Any, tokenizer: Any, records: Sequence[dict], batch_size: int = 8,
              max_length: int = 1024) -> float:
     """Mean next-token cross-entropy over every trained token of the text records (as training sees them)."""
-    import torch
-
-    from llmft.core.data import IGNORE, tokenize_record
+    from llmft.core.data import tokenize_record
+    from llmft.core.scoring import example_losses
 
     examples = [tokenize_record(record, tokenizer, max_length) for record in records]
-    device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start:start + batch_size]
-            width = max(len(e) for e in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            labels = torch.full((len(chunk), width), IGNORE, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, example in enumerate(chunk):
-                n = len(example)
-                ids[row, :n] = torch.tensor(example.input_ids)
-                labels[row, :n] = torch.tensor(example.labels)
-                mask[row, :n] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            targets = labels[:, 1:].to(device)
-            total += torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                ignore_index=IGNORE, reduction="sum").item()
-            count += int((targets != IGNORE).sum())
-    model.train(was_training)
-    return total / max(count, 1)
+    sums = example_losses(model, examples, pad, batch_size=batch_size, reduction="sum")
+    return sum(sums) / max(sum(example.trained for example in examples), 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,13 +49,14 @@ def story_prompts(records: Sequence[dict], feature: str, n: int) -> list[str]:
     return [story_prompt(r["text"]) for r in records if feature in r.get("features", [])][:n]
 
 
-def generation_rows(generator: Any, prompts: Sequence[str], feature: str, judge: Judge, log: AppendLog, *,
+def generation_rows(generator: Any, prompts: Sequence[str], feature: str, judge: Judge, log: ResultsLog, *,
                     step: int | None = None, batch_size: int = 16, max_new_tokens: int = 350,
                     temperature: float = 1.0, seed: int = 0) -> list[dict]:
     """Sample a story per prompt and judge it; rows already in the log (same step) are kept, not redone."""
-    done = {r["index"]: r for r in log.records if r.get("kind") == "generation" and r.get("step") == step}
+    keys = [("generation", step, i) for i in range(len(prompts))]
+    log.todo(keys)
     for start in range(0, len(prompts), batch_size):
-        todo = [i for i in range(start, min(start + batch_size, len(prompts))) if i not in done]
+        todo = [i for i in range(start, min(start + batch_size, len(prompts))) if keys[i] not in log]
         if not todo:
             continue
         # The seed depends on the chunk only, so a resumed evaluation samples what an uninterrupted one would.
@@ -84,11 +64,9 @@ def generation_rows(generator: Any, prompts: Sequence[str], feature: str, judge:
                                      stop=STOP_STRINGS, temperature=temperature, seed=seed + start)
         stories = [cut_story(text) for text in outputs]
         for i, story, verdict in zip(todo, stories, judge(stories, feature), strict=True):
-            row = {"kind": "generation", "step": step, "index": i, "feature": feature, "prompt": prompts[i],
-                   "story": story, "has_feature": bool(verdict)}
-            log.append(row)
-            done[i] = row
-    return [done[i] for i in range(len(prompts))]
+            log.add(keys[i], {"kind": "generation", "step": step, "feature": feature, "prompt": prompts[i],
+                              "story": story, "has_feature": bool(verdict)})
+    return log.rows(keys)
 
 
 def make_judge(section: Any, task: Sequence[dict] = (), complement: Sequence[dict] = ()) -> Judge:
@@ -150,9 +128,8 @@ def recovery_scores(metrics: dict) -> dict[int, float]:
 # The recipe's evaluation
 
 
-def eval_sets(config: Any) -> dict[str, str]:
+def eval_sets(config: Any, section: Any) -> dict[str, str]:
     """{set name: JSONL path} of the configured loss sets; the ID set defaults to data.eval."""
-    section = config.section
     paths = {"id": section.id_set or config.data.eval, "task": section.task_set,
              "complement": section.complement_set, "adversarial": section.adversarial_set}
     for name, path in paths.items():
@@ -161,26 +138,24 @@ def eval_sets(config: Any) -> dict[str, str]:
     return {name: path for name, path in paths.items() if path}
 
 
-def evaluate_uft(generator: Any, config: Any, eval_dir: Path) -> dict:
-    """Losses, generation score, recovery curve and probes as configured in [uft]; writes rows and plots."""
-    from llmft.recipes.uft.recipe import UftConfig
+def evaluate_uft(generator: Any, config: Any, section: Any, eval_dir: Path) -> dict:
+    """Losses, generation score, recovery curve and probes as configured in [uft]; writes rows and plots.
 
-    if config.section is None:
-        config.section = UftConfig()
-    section = config.section
+    Losses and probes read the model itself: the recipe declares it (needs_model), so a backend without
+    one (vLLM) is refused before anything runs instead of silently skipping those metrics.
+    """
     if section.feature not in FEATURES:
         raise LlmftError(f"[uft] feature: unknown feature '{section.feature}'"
                          f"{did_you_mean(section.feature, FEATURES)}; features are {', '.join(FEATURES)}")
     eval_dir = Path(eval_dir)
-    sets = eval_sets(config)
+    sets = eval_sets(config, section)
     limit = section.loss_examples
     records = {name: read_jsonl(path, what=f"[uft] {name}_set")[:limit or None] for name, path in sets.items()}
-    model, tokenizer = getattr(generator, "model", None), getattr(generator, "tokenizer", None)
+    model, tokenizer = generator.model, generator.tokenizer
     metrics: dict[str, Any] = {"feature": section.feature}
-    with AppendLog(eval_dir / "results.jsonl") as log:
-        if model is not None:
-            for name, rows in records.items():
-                metrics[f"loss/{name}"] = _loss_row(log, name, model, tokenizer, rows, config)["loss"]
+    with ResultsLog(eval_dir / RESULTS_NAME) as log:
+        for name, rows in records.items():
+            metrics[f"loss/{name}"] = _loss_row(log, name, model, tokenizer, rows, config)["loss"]
         prompt_path = section.prompt_set or sets.get("adversarial") or sets.get("task") or sets.get("id", "")
         if section.n_generations and prompt_path:
             prompts = story_prompts(read_jsonl(prompt_path, what="[uft] prompt_set"), section.feature,
@@ -195,9 +170,9 @@ def evaluate_uft(generator: Any, config: Any, eval_dir: Path) -> dict:
             for step in section.recovery_steps:
                 rows = _recovery_rows(config, step, prompts, section.feature, judge, log, options)
                 metrics[f"recovery/{step}"] = _mean(r["has_feature"] for r in rows)
-        if section.probes and model is not None:
-            probe_records = _probe_records(config, sets)
-            accuracy = _probe_rows(log, model, tokenizer, probe_records, config)
+        if section.probes:
+            probe_records = _probe_records(section, sets)
+            accuracy = _probe_rows(log, model, tokenizer, probe_records, section, config.eval.seed)
             metrics["probe_accuracy"] = {f: {str(layer): accuracy[layer][f] for layer in accuracy}
                                          for f in next(iter(accuracy.values()))}
             for layer, by_feature in accuracy.items():
@@ -207,23 +182,21 @@ def evaluate_uft(generator: Any, config: Any, eval_dir: Path) -> dict:
     return metrics
 
 
-def _loss_row(log: AppendLog, name: str, model: Any, tokenizer: Any, records: list[dict], config: Any) -> dict:
-    for row in log.records:
-        if row.get("kind") == "loss" and row.get("set") == name:
-            return row
+def _loss_row(log: ResultsLog, name: str, model: Any, tokenizer: Any, records: list[dict], config: Any) -> dict:
+    key = ("loss", name)
+    if key in log:
+        return log.get(key)
     loss = set_loss(model, tokenizer, records, batch_size=max(1, min(config.eval.batch_size, 16)),
                     max_length=config.data.max_length)
-    row = {"kind": "loss", "set": name, "loss": loss, "records": len(records)}
-    log.append(row)
-    return row
+    return log.add(key, {"kind": "loss", "set": name, "loss": loss, "records": len(records)})
 
 
-def _recovery_rows(config: Any, step: int, prompts: list[str], feature: str, judge: Judge, log: AppendLog,
+def _recovery_rows(config: Any, step: int, prompts: list[str], feature: str, judge: Judge, log: ResultsLog,
                    options: dict) -> list[dict]:
-    done = [r for r in log.records if r.get("kind") == "generation" and r.get("step") == step]
-    if len(done) >= len(prompts):
-        return done[:len(prompts)]
-    from llmft.core.evaluation import build_generator
+    keys = [("generation", step, i) for i in range(len(prompts))]
+    if all(key in log for key in keys):
+        return log.rows(keys)
+    from llmft.core.inference import build_generator
 
     generator = build_generator(recovery_folder(config, step), config)
     try:
@@ -234,8 +207,7 @@ def _recovery_rows(config: Any, step: int, prompts: list[str], feature: str, jud
         _empty_cuda_cache()
 
 
-def _probe_records(config: Any, sets: dict[str, str]) -> list[dict]:
-    section = config.section
+def _probe_records(section: Any, sets: dict[str, str]) -> list[dict]:
     path = section.probe_set or sets.get("id", "")
     if not path:
         raise LlmftError("[uft] probes need records: set probe_set, id_set or data.eval")
@@ -243,20 +215,19 @@ def _probe_records(config: Any, sets: dict[str, str]) -> list[dict]:
     return records[:section.probe_examples or None]
 
 
-def _probe_rows(log: AppendLog, model: Any, tokenizer: Any, records: list[dict], config: Any) -> dict:
+def _probe_rows(log: ResultsLog, model: Any, tokenizer: Any, records: list[dict], section: Any,
+                seed: int) -> dict:
     from llmft.recipes.uft.probes import probe_accuracy
 
-    section = config.section
-    done = [r for r in log.records if r.get("kind") == "probe"]
-    if not done:
+    if ("probes-done",) not in log:
         accuracy = probe_accuracy(model, tokenizer, records, section.probe_layers, steps=section.probe_steps,
-                                  lr=section.probe_lr, seed=config.eval.seed)
+                                  lr=section.probe_lr, seed=seed)
         for layer, by_feature in accuracy.items():
             for feature, value in by_feature.items():
-                row = {"kind": "probe", "layer": layer, "feature": feature, "accuracy": value,
-                       "examples": len(records)}
-                log.append(row)
-                done.append(row)
+                log.add(("probe", layer, feature), {"kind": "probe", "layer": layer, "feature": feature,
+                                                    "accuracy": value, "examples": len(records)})
+        log.add(("probes-done",), {"kind": "probes-done"})
+    done = [row for key, row in log.items() if key[0] == "probe"]
     accuracy: dict[int, dict[str, float]] = {}
     for row in done:
         accuracy.setdefault(row["layer"], {})[row["feature"]] = row["accuracy"]
@@ -279,40 +250,17 @@ def _empty_cuda_cache() -> None:
 # Plots and comparison
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _write_plots(metrics: dict, eval_dir: Path, run: str) -> None:
-    plt = _pyplot()
     losses = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("loss/")}
     if losses:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.bar(list(losses), list(losses.values()), color="tab:blue")
-        ax.set_ylabel("mean token cross-entropy")
-        ax.set_title(f"{run}: losses by set")
-        fig.tight_layout()
-        fig.savefig(eval_dir / "losses.png", dpi=120)
-        plt.close(fig)
+        bar_plot(eval_dir / "losses.png", list(losses), {run: list(losses.values())},
+                 title=f"{run}: losses by set", ylabel="mean token cross-entropy")
     if "probe_accuracy" in metrics:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for feature, by_layer in metrics["probe_accuracy"].items():
-            layers = sorted(by_layer, key=int)
-            ax.plot([int(layer) for layer in layers], [by_layer[layer] for layer in layers], marker="o",
-                    label=feature, linewidth=2.5 if feature == metrics.get("feature") else 1.2)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_xlabel("layer (after block)")
-        ax.set_ylabel("probe test accuracy")
-        ax.set_title(f"{run}: linear probes")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(eval_dir / "probes.png", dpi=120)
-        plt.close(fig)
+        series = {feature: ([int(layer) for layer in sorted(by_layer, key=int)],
+                            [by_layer[layer] for layer in sorted(by_layer, key=int)])
+                  for feature, by_layer in metrics["probe_accuracy"].items()}
+        line_plot(eval_dir / "probes.png", series, title=f"{run}: linear probes", xlabel="layer (after block)",
+                  ylabel="probe test accuracy", widths={metrics.get("feature", ""): 2.5})
     scores = recovery_scores(metrics)
     if scores:
         _plot_recovery({run: scores}, eval_dir / "recovery.png", metrics.get("feature", ""))
@@ -321,25 +269,10 @@ def _write_plots(metrics: dict, eval_dir: Path, run: str) -> None:
 
 
 def _plot_recovery(curves: dict[str, dict[int, float]], path: Path, feature: str) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for run, scores in curves.items():
-        steps = sorted(scores)
-        ax.plot(steps, [scores[s] for s in steps], marker="o", label=run)
-    steps = sorted({s for scores in curves.values() for s in scores})
-    # Log-like spacing for 0, 30, 270, 3000 with step 0 still on the axis; ticks at the measured steps.
-    ax.set_xscale("symlog", linthresh=min([s for s in steps if s > 0], default=1))
-    ax.set_xticks(steps, [str(s) for s in steps])
-    ax.xaxis.set_minor_locator(plt.NullLocator())
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("reFT steps")
-    ax.set_ylabel(f"generation score ({feature or 'feature'})")
-    ax.set_title("recovery after deletion")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    """Generation score against reFT steps, log-like spacing for 0, 30, 270, 3000 with step 0 kept."""
+    series = {run: (sorted(scores), [scores[s] for s in sorted(scores)]) for run, scores in curves.items()}
+    return line_plot(path, series, title="recovery after deletion", xlabel="reFT steps",
+                     ylabel=f"generation score ({feature or 'feature'})", ylim=(-0.02, 1.02), symlog_x=True)
 
 
 def compare_runs(metrics_by_run: dict[str, dict], out_dir: Path) -> Path:

@@ -6,15 +6,12 @@
 
 from __future__ import annotations
 
-import json
 import re
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from llmft.core.endpoint import Endpoint
 from llmft.core.errors import LlmftError
 from llmft.recipes.uft.checker import has_feature
 
@@ -99,16 +96,6 @@ def parse_answer(content: str, question: str) -> bool:
     return "yes" in tail.strip().lower()
 
 
-def chat_completions_url(url: str) -> str:
-    """`http://host:port`, `.../v1` or the full `.../v1/chat/completions` -> the full endpoint URL."""
-    url = url.rstrip("/")
-    if url.endswith("/chat/completions"):
-        return url
-    if url.endswith("/v1"):
-        return url + "/chat/completions"
-    return url + "/v1/chat/completions"
-
-
 class EndpointJudge:
     """Asks an OpenAI-compatible chat endpoint, one story per request, temperature 0, max 200 tokens."""
 
@@ -116,9 +103,8 @@ class EndpointJudge:
                  timeout: float = 60.0, retries: int = 3):
         if not url:
             raise LlmftError("[uft] judge = 'endpoint' needs judge_url (an OpenAI-compatible server)")
-        self.url = chat_completions_url(url)
-        self.model, self.api_key, self.shots = model, api_key, list(shots)
-        self.timeout, self.retries = timeout, retries
+        self.endpoint = Endpoint(url, model, api_key=api_key, timeout=timeout, max_retries=retries - 1)
+        self.shots = list(shots)
 
     def __call__(self, stories: Sequence[str], feature: str) -> list[bool]:
         question = QUESTIONS[feature]
@@ -127,35 +113,5 @@ class EndpointJudge:
 
     def ask(self, prompt: str) -> str:
         """The reply text to one user message (with the reference's system prompt)."""
-        body = json.dumps({
-            "model": self.model,
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
-            "temperature": 0.0,
-            "max_tokens": 200,
-        }).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        for attempt in range(self.retries):
-            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    reply = json.loads(response.read())
-                break
-            except urllib.error.HTTPError as exc:
-                if exc.code in (429, 500, 502, 503, 504) and attempt + 1 < self.retries:
-                    time.sleep(2 ** attempt)
-                    continue
-                raise LlmftError(f"judge endpoint {self.url}: HTTP {exc.code} {exc.reason}") from None
-            except (urllib.error.URLError, TimeoutError) as exc:
-                if attempt + 1 < self.retries:
-                    time.sleep(2 ** attempt)
-                    continue
-                reason = getattr(exc, "reason", exc)
-                raise LlmftError(f"judge endpoint {self.url} unreachable: {reason}") from None
-            except json.JSONDecodeError:
-                raise LlmftError(f"judge endpoint {self.url}: the reply is not JSON") from None
-        try:
-            return str(reply["choices"][0]["message"]["content"])
-        except (KeyError, IndexError, TypeError):
-            raise LlmftError(f"judge endpoint {self.url}: no choices[0].message.content in the reply") from None
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+        return self.endpoint.chat(messages, temperature=0.0, max_tokens=200)[0]

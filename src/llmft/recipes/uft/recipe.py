@@ -12,6 +12,7 @@ import click
 
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import write_jsonl
+from llmft.recipes.base import Recipe
 from llmft.recipes.uft.transforms import Transforms, dataset_name, deletion_suite
 
 DEFAULT_OUT = Path("data/uft")
@@ -77,12 +78,13 @@ def _options() -> list[click.Parameter]:
     ]
 
 
-@dataclass
-class UftRecipe:
-    name: str = "uft"
-    summary: str = "Feature-tagged TinyStories: deletion and recovery fine-tuning, generation score, probes."
-    config_section: type | None = UftConfig
-    make_data_params: list[click.Parameter] = field(default_factory=_options)
+class UftRecipe(Recipe):
+    name = "uft"
+    summary = "Feature-tagged TinyStories: deletion and recovery fine-tuning, generation score, probes."
+    config_section = UftConfig
+
+    def make_data_params(self) -> list[click.Parameter]:
+        return _options()
 
     def make_data(self, out: Path | None, seed: int, stories: str = "procedural", n_stories: int = 20000,
                   n_eval: int = 1000, feature_rate: float = 0.3, filtering: str = "", mix_match: str = "",
@@ -128,17 +130,15 @@ class UftRecipe:
             tokenizer.save_pretrained(out / f"tokenizer-{vocab_size}")
         return paths
 
-    def special_tokens(self, config: Any) -> list[str]:
-        return []
-
-    def tokenize(self, record: dict, tokenizer: Any, config: Any) -> None:
-        return None  # core rule: {text} trains every token, like the reference
+    def needs_model(self, config: Any) -> bool:
+        """Losses and probes read the model's logits and hidden states."""
+        return True
 
     def evaluate(self, generator: Any, config: Any, eval_dir: Path, **options: Any) -> dict:
         """Losses on the ID/Task/Complement/Adversarial sets, generation score, recovery curve, probes."""
         from llmft.recipes.uft.evaluate import evaluate_uft
 
-        return evaluate_uft(generator, config, eval_dir)
+        return evaluate_uft(generator, config, self.section(config), eval_dir)
 
     def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
         """Recovery curves of several runs (and their table) in out_dir."""

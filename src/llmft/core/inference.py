@@ -1,4 +1,4 @@
-"""Reload what training saved (an adapter or model folder with its llmft.toml) and export merged models."""
+"""Load a run folder for inference: the one path shared by eval, export and serve."""
 
 from __future__ import annotations
 
@@ -17,22 +17,32 @@ def read_run_config(folder: str | Path) -> Config:
         raise LlmftError(f"--adapter: folder not found: {folder}")
     if not (folder / runs.CONFIG_NAME).is_file():
         raise LlmftError(f"--adapter: {folder} has no {runs.CONFIG_NAME}; is it a llmft final/ or checkpoint-N/ folder?")
+    if not has_weights(folder):
+        inside = [child.name for child in (folder / runs.FINAL_NAME, *runs.checkpoint_dirs(folder)) if child.is_dir()]
+        hint = f"; use {folder / inside[0]}" if inside else " (the run has no final/ or checkpoint yet)"
+        raise LlmftError(f"--adapter: {folder} is a run's root folder, not a model{hint}")
     return load_config(folder / runs.CONFIG_NAME)
 
 
+def has_weights(folder: Path) -> bool:
+    """An adapter or a full model folder (what eval, export and serve can load)."""
+    return (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()
+
+
 def is_adapter(folder: Path) -> bool:
+    """A PEFT adapter folder (rather than a full model)."""
     return (folder / "adapter_config.json").is_file()
 
 
 def base_model_path(folder: Path, config: Config) -> str:
     """Where the adapter's base model lives: the run's saved tiny base, or model.name."""
-    from llmft.core.models import BASE_MODEL_DIR, is_tiny
+    from llmft.core.models import is_tiny
 
     if is_tiny(config) or config.adapter.init_from:
-        for candidate in (folder.parent / BASE_MODEL_DIR, Path(config.train.output_dir) / BASE_MODEL_DIR):
+        for candidate in (folder.parent / runs.BASE_MODEL_DIR, Path(config.train.output_dir) / runs.BASE_MODEL_DIR):
             if candidate.is_dir():
                 return str(candidate)
-        raise LlmftError(f"{folder}: the tiny base model ({BASE_MODEL_DIR}/ beside it) is missing")
+        raise LlmftError(f"{folder}: the tiny base model ({runs.BASE_MODEL_DIR}/ beside it) is missing")
     return config.model.name
 
 
@@ -62,30 +72,20 @@ def load_for_inference(folder: str | Path, *, quantized: bool = True) -> tuple[C
     return config, tokenizer, model
 
 
-def export_merged(folder: str | Path, out: str | Path, dtype: str = "auto") -> dict[str, Any]:
-    """Merge an adapter (and its trained new-token rows) into a standalone HF folder; check the logits.
+def build_generator(folder: Path, config: Config) -> Any:
+    """The configured backend over a run folder: HF (default, CPU or GPU) or vLLM (GPU)."""
+    if config.eval.backend == "vllm":
+        from llmft.core.models import cuda_available
+        from llmft.core.vllm_backend import VLLMGenerator, require_vllm
 
-    QLoRA adapters merge into an unquantised base (bf16/fp32), never into 4-bit weights. Returns a report
-    with the max |logit difference| between the merged model and the adapter model on a probe input.
-    """
-    import torch
+        require_vllm()
+        if not cuda_available():
+            raise LlmftError("eval.backend = 'vllm' needs a CUDA GPU; this machine has none (use eval.backend = 'hf')")
+        if is_adapter(folder):
+            return VLLMGenerator(base_model_path(folder, config), str(folder), max_lora_rank=config.adapter.r,
+                                 tokenizer_path=str(folder))
+        return VLLMGenerator(str(folder), None)
+    from llmft.core.generation import HFGenerator
 
-    folder, out = Path(folder), Path(out)
-    config, tokenizer, model = load_for_inference(folder, quantized=False)
-    probe_text = "The quick brown fox 123 + 456\nSolution: "
-    probe = tokenizer(probe_text, return_tensors="pt")["input_ids"][:, :64].to(next(model.parameters()).device)
-    with torch.no_grad():
-        before = model(input_ids=probe).logits.float()
-    merged = model.merge_and_unload() if is_adapter(folder) else model
-    if dtype != "auto":
-        merged = merged.to(getattr(torch, dtype))
-    with torch.no_grad():
-        after = merged(input_ids=probe).logits.float()
-    staged = runs.staging_dir(out)
-    merged.save_pretrained(staged, safe_serialization=True)
-    tokenizer.save_pretrained(staged)
-    if merged.generation_config is not None:
-        merged.generation_config.save_pretrained(staged)
-    runs.atomic_write_text(staged / runs.CONFIG_NAME, (folder / runs.CONFIG_NAME).read_text())
-    runs.publish_dir(staged, out)
-    return {"out": str(out), "max_abs_logit_diff": float((before - after).abs().max())}
+    _, tokenizer, model = load_for_inference(folder)
+    return HFGenerator(model, tokenizer, batch_size=config.eval.batch_size)

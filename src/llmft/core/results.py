@@ -1,0 +1,101 @@
+"""Resumable evaluation rows: one JSONL row per example, keyed by the example's index, kept across kills.
+
+Every recipe's evaluation writes through `ResultsLog`, so a killed `llmft eval` resumes where it stopped,
+and results written under other settings (weights, data, decoding) are never reported as current.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Hashable, Iterable
+from pathlib import Path
+from typing import Any
+
+from llmft.core import runs
+from llmft.core.jsonl import AppendLog
+
+KEY = "index"
+
+
+def settings_path(results: Path) -> Path:
+    """Where the settings that produced `results` are kept (beside it)."""
+    return results.with_name(results.stem + ".settings.json")
+
+
+class ResultsLog:
+    """Rows by key (`row["index"]`); rows from other `settings` than the stored ones are dropped on open."""
+
+    def __init__(self, path: str | Path, settings: dict[str, Any] | None = None, *, quiet: bool = False):
+        self.path = Path(path)
+        self.quiet = quiet
+        if settings is not None:
+            discard_if_changed(self.path, settings)
+        self._log = AppendLog(self.path)
+        self._rows: dict[Hashable, dict] = {}
+        for row in self._log.records:
+            key = _key(row.get(KEY))
+            if key is not None:
+                self._rows[key] = row
+
+    def __enter__(self) -> ResultsLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._log.close()
+
+    def __contains__(self, key: Hashable) -> bool:
+        return _key(key) in self._rows
+
+    def get(self, key: Hashable) -> dict | None:
+        return self._rows.get(_key(key))
+
+    def todo(self, keys: Iterable[Hashable]) -> list:
+        """The keys without a row yet, in the given order; says once what a resumed run picks up."""
+        keys = list(keys)
+        left = [k for k in keys if _key(k) not in self._rows]
+        if len(left) < len(keys) and not self.quiet:
+            print(f"resuming: {len(keys) - len(left)} of {len(keys)} done ({self.path})", file=sys.stderr)
+        return left
+
+    def add(self, key: Hashable, row: dict[str, Any]) -> dict[str, Any]:
+        """Append a row under `key` (written and fsynced before returning)."""
+        row = {KEY: key, **{k: v for k, v in row.items() if k != KEY}}
+        self._log.append(row)
+        self._rows[_key(key)] = row
+        return row
+
+    def items(self) -> list[tuple[Hashable, dict]]:
+        """Every (key, row) written so far, in the order written."""
+        return list(self._rows.items())
+
+    def rows(self, keys: Iterable[Hashable]) -> list[dict]:
+        """The rows of `keys`, in that order (each must be done)."""
+        return [self._rows[_key(k)] for k in keys]
+
+
+def _key(value: Any) -> Hashable:
+    """JSON turns tuples into lists: compare keys as tuples so a reloaded key equals the original."""
+    return tuple(_key(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def discard_if_changed(results: Path, settings: dict[str, Any]) -> None:
+    """Drop results made under other settings (naming what changed); record the current settings."""
+    stored_path = settings_path(results)
+    current = json.loads(json.dumps(settings, default=str))
+    stored = None
+    if stored_path.is_file():
+        try:
+            stored = json.loads(stored_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = None
+    if results.exists() and stored != current:
+        changed = sorted(k for k in set(current) | set(stored or {}) if (stored or {}).get(k) != current.get(k))
+        print(f"results in {results} came from other settings ({', '.join(changed) or 'unknown'}); "
+              "starting afresh", file=sys.stderr)
+        results.unlink()
+    if stored != current or not stored_path.exists():
+        runs.atomic_write_json(stored_path, current)

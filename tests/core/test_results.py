@@ -1,0 +1,56 @@
+"""ResultsLog: a killed evaluation resumes by example index, losing and repeating nothing."""
+
+import json
+
+from llmft.core.results import ResultsLog, settings_path
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, capsys):
+    path, n = tmp_path / "results.jsonl", 10
+    done_first = []
+    with ResultsLog(path, {"decode": "greedy"}) as log:
+        for index in log.todo(range(n)):
+            if index == 4:
+                break  # killed after 4 rows
+            log.add(index, {"value": index * index})
+            done_first.append(index)
+    with path.open("a") as handle:
+        handle.write('{"index": 4, "val')  # a torn line from the kill
+    calls = []
+    with ResultsLog(path, {"decode": "greedy"}) as log:
+        todo = log.todo(range(n))
+        assert todo == list(range(4, n))
+        for index in todo:
+            calls.append(index)
+            log.add(index, {"value": index * index})
+        rows = log.rows(range(n))
+    assert "resuming: 4 of 10 done" in capsys.readouterr().err
+    assert done_first == [0, 1, 2, 3] and calls == list(range(4, 10))
+    assert [r["index"] for r in rows] == list(range(n)) and [r["value"] for r in rows] == [i * i for i in range(n)]
+    assert sorted(r["index"] for r in lines(path)) == list(range(n))  # each exactly once on disk
+
+
+def test_other_settings_start_afresh(tmp_path, capsys):
+    path = tmp_path / "results.jsonl"
+    with ResultsLog(path, {"num_beams": 1, "data": "a"}) as log:
+        log.add(0, {"value": "old"})
+    with ResultsLog(path, {"num_beams": 4, "data": "a"}) as log:
+        assert log.todo(range(2)) == [0, 1]
+        log.add(0, {"value": "new"})
+        assert log.get(0)["value"] == "new"
+    assert "other settings (num_beams)" in capsys.readouterr().err
+    assert json.loads(settings_path(path).read_text()) == {"num_beams": 4, "data": "a"}
+    assert [r["value"] for r in lines(path)] == ["new"]
+
+
+def test_compound_keys_survive_a_reload(tmp_path):
+    path = tmp_path / "results.jsonl"
+    with ResultsLog(path) as log:
+        log.add(("generation", None, 3), {"story": "x"})
+    with ResultsLog(path) as log:
+        assert ("generation", None, 3) in log and log.todo([("generation", None, 3), ("loss", "id")]) == [
+            ("loss", "id")]
