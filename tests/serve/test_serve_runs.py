@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -67,8 +68,19 @@ def test_the_base_loads_once_and_bad_sets_are_one_line_errors(two_runs, tmp_path
     shutil.copytree(shift.parent, tmp_path / "copy", ignore=shutil.ignore_patterns("checkpoint-*"))
     with pytest.raises(LlmftError, match="differs from"):
         load_runs([f"a={shift}", f"b={tmp_path / 'copy' / 'final'}"])
+    (tmp_path / "empty").mkdir()
     with pytest.raises(LlmftError, match="neither llmft.toml nor adapter_config.json"):
-        load_runs([str(tmp_path)])
+        load_runs([str(tmp_path / "empty")])
+    # A plain PEFT adapter folder (no llmft.toml) on the same base: the same weights answer the same.
+    plain = tmp_path / "plain"
+    shutil.copytree(shift, plain)
+    (plain / "llmft.toml").unlink()
+    adapter_config = json.loads((plain / "adapter_config.json").read_text())
+    (plain / "adapter_config.json").write_text(json.dumps(
+        {**adapter_config, "base_model_name_or_path": str(shift.parent / "base-model")}))
+    both = load_runs([f"a={shift}", str(plain)])
+    assert [run.name for run in both] == ["a", "plain"] and both[1].config.recipe == "sft"
+    assert both[0].generator.generate(PROMPTS, max_new_tokens=8) == both[1].generator.generate(PROMPTS, max_new_tokens=8)
 
 
 def test_chat_uses_the_saved_template_and_streaming_equals_plain(two_runs, app):

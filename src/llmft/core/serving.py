@@ -188,7 +188,9 @@ def load_vllm_runs(specs: Sequence[str], max_batch: int = 256, section_types: Se
     adapters = [folder for _, folder, _, _ in entries if is_adapter(folder)]
     if adapters and len(adapters) != len(entries):
         raise LlmftError("--backend vllm: serve either adapters of one base or one full model, not both")
-    kwargs: dict[str, Any] = {"tokenizer": str(entries[0][1]), "max_num_seqs": max_batch}
+    first = entries[0][1]
+    tokenizer = first if (first / "tokenizer_config.json").is_file() else base
+    kwargs: dict[str, Any] = {"tokenizer": str(tokenizer), "max_num_seqs": max_batch}
     if adapters:
         for folder in adapters:
             check_adapter_servable(folder)
@@ -211,7 +213,9 @@ class VLLMLoraGenerator:
         self._vllm, self.llm, self.lora = vllm, llm, lora
         self.tokenizer = llm.get_tokenizer()
         self.model = self  # context_length reads max_model_len from here
-        self.max_model_len = llm.llm_engine.model_config.max_model_len
+        engine = llm.llm_engine
+        model_config = getattr(engine, "model_config", None) or engine.vllm_config.model_config
+        self.max_model_len = model_config.max_model_len
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 64, stop: Sequence[str] = (),
                  num_beams: int = 1, temperature: float = 0.0, seed: int = 0, top_p: float = 1.0) -> list[str]:
