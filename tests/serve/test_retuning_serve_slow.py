@@ -23,10 +23,10 @@ def test_a_trained_retuning_run_adds_through_server_side_recursion(tmp_path):
         "recipe": "retuning",
         "retuning": {"task": "addition", "format": "recursive"},
         "model": {"name": "tiny", "tokenizer": "char",
-                  "tiny": {"hidden_size": 64, "num_layers": 3, "num_heads": 4, "max_position_embeddings": 256}},
+                  "tiny": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "max_position_embeddings": 256}},
         "adapter": {"method": "full"},
         "data": {"train": str(paths["train"]), "packing": "rows", "pack_length": 256},
-        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 500, "batch_size": 16, "learning_rate": 3e-3,
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 1500, "batch_size": 16, "learning_rate": 3e-3,
                   "lr_scheduler": "cosine", "warmup_steps": 20, "bf16": "false"},
         "eval": {"max_new_tokens": 24},
     })
