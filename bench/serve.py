@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="4,16", help="concurrent client counts to measure")
-    parser.add_argument("--requests", type=int, default=64, help="requests per measurement")
+    parser.add_argument("--requests", type=int, default=96, help="requests per measurement")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--json", default="")

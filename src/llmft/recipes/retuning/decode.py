@@ -53,9 +53,7 @@ def decode(generator: Generator, prompts: Sequence[str], task: str, fmt: str, ma
     recursion = read_options(options) and fmt == "recursive"
     prompts = [serving_prompt(task, p) for p in prompts]
     if not recursion:
-        texts = generator.generate(prompts, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
-                                   num_beams=sampling.num_beams, temperature=sampling.temperature,
-                                   seed=sampling.seed)
+        texts = generator.generate(prompts, **sampling.kwargs())
         # The answer parses only from a whole scratchpad/baseline text; a recursive one stops at its call.
         return [Decoded(text, {"recursion": False, "prompt": prompt,
                                **({"answer": final_answer(task, fmt, text)} if fmt != "recursive" else {})})
