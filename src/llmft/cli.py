@@ -54,6 +54,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from llmft.commands.estimate import estimate_command
     from llmft.commands.eval import eval_command
     from llmft.commands.export import export_command
     from llmft.commands.make_data import make_data_group
@@ -64,6 +65,7 @@ def _register() -> None:
     cli.add_command(train_command)
     cli.add_command(eval_command)
     cli.add_command(export_command)
+    cli.add_command(estimate_command)
     cli.add_command(serve_command)
 
 

@@ -16,7 +16,7 @@ def llmft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-@pytest.mark.parametrize("verb", ["make-data", "train", "eval", "export"])
+@pytest.mark.parametrize("verb", ["make-data", "train", "eval", "export", "estimate"])
 def test_help_shows_an_example(verb):
     done = llmft(verb, "--help")
     assert done.returncode == 0 and "llmft " + verb.split()[0] in done.stdout

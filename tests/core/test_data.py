@@ -129,3 +129,48 @@ def test_unpacked_right_padded_batch_needs_no_mask(tokenizer):
         for i, example in enumerate(examples):
             alone = model(input_ids=torch.tensor([example.input_ids]), use_cache=False).logits[0]
             torch.testing.assert_close(logits[i, :len(example)], alone, atol=1e-5, rtol=0)
+
+
+def test_rows_by_width_lose_nothing_and_batches_keep_one_width():
+    import random as stdlib_random
+
+    from llmft.core.data import batch_order, pack_rows_by_width, width_class
+
+    rng = stdlib_random.Random(0)
+    lengths = [min(max(int(rng.lognormvariate(4.25, 0.6)), 5), 400) for _ in range(400)]  # median ~70
+    examples = [TokenizedExample(list(range(n)), [IGNORE] + list(range(1, n))) for n in lengths]
+    widths = [64, 128, 256, 512]
+    rows = pack_rows_by_width(examples, widths)
+    assert sum(r.examples for r in rows) == 400
+    assert sorted(n for r in rows for n in _segment_lengths(r)) == sorted(lengths)
+    for row in rows:  # every example sits in the narrowest width that holds it
+        assert all(width_class(n, widths) == width_class(len(row.input_ids), widths) or
+                   len(row.input_ids) <= width_class(n, widths) for n in _segment_lengths(row))
+    narrow = sum(len(r.input_ids) <= 128 for r in rows)
+    assert narrow > len(rows) / 2  # most rows are narrow for these lengths
+    for epoch in (0, 1):
+        order = batch_order(rows, 2, seed=3, epoch=epoch, strategy="random", widths=widths)
+        assert sorted(i for batch in order for i in batch) == list(range(len(rows)))
+        for batch in order:
+            classes = {width_class(len(rows[i].input_ids), widths) for i in batch}
+            assert len(classes) == 1 and len(batch) <= 2 * 512 // classes.pop()
+        assert len(order) == len(batch_order(rows, 2, seed=3, epoch=0, strategy="random", widths=widths))
+
+
+def _segment_lengths(row) -> list[int]:
+    """Lengths of the examples packed in a row (positions restart at 0 for each)."""
+    starts = [i for i, p in enumerate(row.position_ids) if p == 0] + [len(row.position_ids)]
+    return [b - a for a, b in zip(starts, starts[1:])]
+
+
+def test_training_with_row_widths_learns(tmp_path, caesar_data):
+    from tests.conftest import tiny_config, train_run
+
+    train_file, _ = caesar_data
+    common = {"train": {"max_steps": 40, "batch_size": 2, "learning_rate": 5e-3}}
+    plain = train_run(tiny_config(tmp_path / "a", train_file, data={"pack_length": 128}, **common), progress=False)
+    narrow = train_run(tiny_config(tmp_path / "b", train_file, data={"row_widths": [32, 64], "pack_length": 128},
+                                   **common), progress=False)
+    assert narrow.losses[-1] < 0.7 * narrow.losses[0]
+    tail = sum(narrow.losses[-5:]) / 5
+    assert tail < 1.1 * sum(plain.losses[-5:]) / 5  # the same tokens per step learn as fast

@@ -1,7 +1,9 @@
-"""What trains: full weights, LoRA, QLoRA, new-token embeddings (prompt tuning), or LoRA + new tokens.
+"""What trains: full weights, LoRA, QLoRA, new-token embeddings (prompt tuning), LoRA + new tokens, or
+bottleneck adapters (core/bottleneck.py, not PEFT).
 
-Built on PEFT: LoRA layers from `LoraConfig`, new-token rows from `trainable_token_indices` (LoRA) or
-`TrainableTokensConfig` (embeddings only), so adapters reload with plain `PeftModel.from_pretrained`.
+LoRA and prompt tuning are built on PEFT: LoRA layers from `LoraConfig`, new-token rows from
+`trainable_token_indices` (LoRA) or `TrainableTokensConfig` (embeddings only), so adapters reload with plain
+`PeftModel.from_pretrained`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,19 @@ from llmft.core.errors import LlmftError
 
 
 def uses_peft(config: Config) -> bool:
+    return config.adapter.method not in ("full", "bottleneck")
+
+
+def keeps_base(config: Config) -> bool:
+    """Whether the run saves only adapter weights, so its base model must be kept or reloadable."""
     return config.adapter.method != "full"
+
+
+def bottleneck_spec(config: Config) -> Any:
+    from llmft.core.bottleneck import BottleneckSpec
+
+    a = config.adapter
+    return BottleneckSpec(a.mh_adapter, a.output_adapter, a.reduction_factor, a.non_linearity)
 
 
 def apply_adapter(model: Any, config: Config, new_token_ids: list[int]) -> Any:
@@ -22,6 +36,14 @@ def apply_adapter(model: Any, config: Config, new_token_ids: list[int]) -> Any:
 
     method = config.adapter.method
     if method == "full":
+        return model
+    if method == "bottleneck":
+        from llmft.core.bottleneck import add_bottlenecks
+
+        if new_token_ids:
+            raise LlmftError("adapter.method = 'bottleneck' does not train new-token embeddings, but this run adds "
+                             f"{len(new_token_ids)} tokens; use 'lora+prompt-tuning' or drop adapter.new_tokens")
+        add_bottlenecks(model, bottleneck_spec(config))
         return model
     token_layers = _token_layers(model, new_token_ids)
     if method == "prompt-tuning":

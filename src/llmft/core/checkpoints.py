@@ -98,13 +98,18 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def save_artifact(model: Any, tokenizer: Any, config: Config, folder: Path) -> None:
     """An adapter (PEFT) or full model folder that reloads on its own: weights, tokenizer, llmft.toml."""
-    from llmft.core.adapters import uses_peft
+    from llmft.core.adapters import bottleneck_spec, uses_peft
     from llmft.core.models import is_tiny
 
     if uses_peft(config) and (is_tiny(config) or config.adapter.init_from):
         model.peft_config["default"].base_model_name_or_path = str(
             (Path(config.train.output_dir) / runs.BASE_MODEL_DIR).resolve())
-    model.save_pretrained(folder, safe_serialization=True)
+    if config.adapter.method == "bottleneck":
+        from llmft.core.bottleneck import save_bottleneck
+
+        save_bottleneck(model, bottleneck_spec(config), folder)
+    else:
+        model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     runs.atomic_write_text(folder / runs.CONFIG_NAME, config_to_toml(config))
 

@@ -51,15 +51,22 @@ class ModelConfig:
 
 @dataclass
 class AdapterConfig:
-    """What trains: full weights, LoRA, QLoRA (4-bit nf4 base), new-token embeddings, or LoRA + those."""
+    """What trains: full weights, LoRA, QLoRA (4-bit nf4 base), new-token embeddings, LoRA + those, or
+    bottleneck adapters."""
 
-    method: Literal["full", "lora", "qlora", "prompt-tuning", "lora+prompt-tuning"] = "lora"
+    method: Literal["full", "lora", "qlora", "prompt-tuning", "lora+prompt-tuning", "bottleneck"] = "lora"
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     # Extra tokens to add to the tokenizer, besides the recipe's own.
     new_tokens: list[str] = field(default_factory=list)
+    # Bottleneck adapters (method "bottleneck"): after each attention block and/or each feed-forward block,
+    # hidden_size // reduction_factor wide (the `adapters` library's names and Pfeiffer defaults).
+    mh_adapter: bool = False
+    output_adapter: bool = True
+    reduction_factor: int = 16
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = "relu"
     # A previous run's final/ or checkpoint-N/ folder merged into the base before this run trains
     # (multi-stage training, e.g. new-token embeddings first, then LoRA); "" = start from model.name.
     init_from: str = ""
@@ -76,6 +83,10 @@ class DataConfig:
     # "group": batches of similar length; "none": random padded batches.
     packing: Literal["rows", "group", "none"] = "rows"
     pack_length: int = 512
+    # "rows" only: pack into rows of these widths instead of pack_length alone (each example joins the
+    # narrowest that holds it; a batch holds one width, batch_size x pack_length tokens); [] = pack_length only.
+    # Narrow rows cut the attention spent on masked pairs (bench/train_throughput.py --widths).
+    row_widths: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -98,6 +109,9 @@ class TrainConfig:
     save_total_limit: int = 2
     logging_steps: int = 10
     bf16: Literal["auto", "true", "false"] = "auto"
+    # Lightning-style precision; "" = decided by `bf16`. "bf16-true" casts the weights to bf16, the "-mixed"
+    # ones keep fp32 weights and autocast; "16-mixed" (fp16 with loss scaling) needs a CUDA GPU.
+    precision: Literal["", "32-true", "bf16-mixed", "bf16-true", "16-mixed"] = ""
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
 
 
@@ -114,12 +128,42 @@ class EvalConfig:
     seed: int = 0
 
 
+@dataclass
+class EstimateConfig:
+    """`llmft estimate`: the gradient-projection (GradEx) estimate of fine-tuning on data subsets."""
+
+    data: str = ""  # JSONL whose per-example gradients are taken; "" = data.train
+    eval_data: str = ""  # JSONL the estimated models' loss is measured on; "" = data.eval
+    max_examples: int = 0  # 0 = all of `data`
+    # f_i whose gradients are taken: "logit" = the reference's mean gold-token log-odds; "loss" = minus the
+    # mean token loss (an option of ours: the direction fine-tuning itself starts along).
+    output: Literal["logit", "loss"] = "logit"
+    project_dimension: int = 200  # d of the random projection
+    seed: int = 0  # projection matrix, random labels and sampled subsets
+    scale: float = 0.05  # |update| = scale x |meta-initialisation's adapter parameters|
+    regularization: float = 1e-4  # C of the L2 logistic regression
+    positive_rate: float = 0.7  # P(label = 1) of the random labels
+    fit_fraction: float = 0.8  # share of a subset's examples the regression is fit on
+    batch_size: int = 8
+    shard_size: int = 256  # examples per cached gradient file
+    group_by: str = ""  # record field naming each example's group (e.g. "task"); "" = one group per example
+    number_of_subsets: int = 8
+    subset_size: float = 0.5  # share of the groups in each sampled subset
+    subsets: list[list[str]] = field(default_factory=list)  # given subsets (group names) instead of sampled ones
+    approximation_examples: int = 0  # > 0: the first-order approximation error on this many examples
+    metric: bool = False  # also run the recipe's evaluation on each estimated model
+    # Real fine-tunes of the meta-initialisation (full runs with adapter.init_from = it) to compare with: each
+    # one's true loss beside the estimate for its data.train records, and its update's approximation error.
+    finetuned: list[str] = field(default_factory=list)
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "adapter": AdapterConfig,
     "data": DataConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "estimate": EstimateConfig,
 }
 
 
@@ -133,6 +177,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
     section: Any = None
     source: str = ""  # where it was read from, for messages
 
@@ -241,6 +286,10 @@ def _check_values(built: dict[str, Any]) -> list[str]:
                       f"({tiny.num_heads})")
     if not built["train"].output_dir.strip():
         errors.append("key 'train.output_dir' must not be empty")
+    widths = built["data"].row_widths
+    if widths and (min(widths) < 2 or max(widths) > built["data"].pack_length):
+        errors.append(f"key 'data.row_widths' must lie between 2 and data.pack_length ({built['data'].pack_length}), "
+                      f"got {widths}")
     if not 0 <= built["adapter"].dropout < 1:
         errors.append(f"key 'adapter.dropout' must be in [0, 1), got {built['adapter'].dropout!r}")
     return errors

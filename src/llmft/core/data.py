@@ -190,6 +190,25 @@ def pack_rows(examples: Sequence[TokenizedExample], row_length: int) -> list[Row
     return [_join([examples[i] for i in members]) for members in bins]
 
 
+def pack_rows_by_width(examples: Sequence[TokenizedExample], widths: Sequence[int]) -> list[Row]:
+    """Rows of a few fixed widths: each example joins the narrowest width that holds it (the widest when none
+    does) and is best-fit packed with its peers there. Narrow rows waste less attention on masked pairs (the
+    block-diagonal mask of a packed row costs width^2 whatever it holds)."""
+    widths = sorted(set(widths))
+    groups: dict[int, list[TokenizedExample]] = {w: [] for w in widths}
+    for example in examples:
+        groups[width_class(len(example), widths)].append(example)
+    rows: list[Row] = []
+    for width in widths:
+        rows += pack_rows(groups[width], width)
+    return rows
+
+
+def width_class(length: int, widths: Sequence[int]) -> int:
+    """The narrowest of `widths` (sorted) that holds `length` tokens; the widest when none does."""
+    return next((w for w in widths if length <= w), widths[-1])
+
+
 def single_rows(examples: Sequence[TokenizedExample]) -> list[Row]:
     """One example per row (no packing)."""
     return [_join([example]) for example in examples]
@@ -207,14 +226,28 @@ def _join(members: Sequence[TokenizedExample]) -> Row:
     return Row(input_ids, labels, positions, examples=len(members))
 
 
-def batch_order(rows: Sequence[Row], batch_size: int, seed: int, epoch: int, strategy: str) -> list[list[int]]:
+def batch_order(rows: Sequence[Row], batch_size: int, seed: int, epoch: int, strategy: str,
+                widths: Sequence[int] = ()) -> list[list[int]]:
     """Row indices for each micro-batch of one epoch, fixed by (seed, epoch) so a resumed run sees the same order.
 
-    "group" sorts rows by length inside shuffled windows of 50 batches so padding stays small.
+    "group" sorts rows by length inside shuffled windows of 50 batches so padding stays small. With `widths`
+    (rows packed by width), a batch holds rows of one width only, as many as make the tokens of `batch_size`
+    rows of the widest width; the number of batches is the same in every epoch.
     """
     rng = random.Random(seed * 1_000_003 + epoch)
     indices = list(range(len(rows)))
     rng.shuffle(indices)
+    if widths:
+        widths = sorted(set(widths))
+        by_width: dict[int, list[int]] = {}
+        for i in indices:
+            by_width.setdefault(width_class(len(rows[i].input_ids), widths), []).append(i)
+        batches = []
+        for width in sorted(by_width):
+            per = max(1, batch_size * widths[-1] // width)
+            batches += [by_width[width][j:j + per] for j in range(0, len(by_width[width]), per)]
+        rng.shuffle(batches)
+        return batches
     if strategy == "group":
         window = batch_size * 50
         grouped = []

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmft.core import runs
+from llmft.core.bottleneck import is_bottleneck_folder
 from llmft.core.errors import LlmftError
 from llmft.core.inference import is_adapter, load_for_inference, read_run_config
 
@@ -43,6 +44,9 @@ def export_merged(folder: str | Path, out: str | Path, dtype: str = "auto", over
 
     folder, out = Path(folder), Path(out)
     read_run_config(folder)
+    if is_bottleneck_folder(folder):
+        raise LlmftError(f"{folder}: bottleneck adapters are non-linear and cannot be merged into the base weights; "
+                         "use the run folder itself (llmft eval/serve, or llmft.core.bottleneck.load_bottleneck)")
     check_destination(folder, out, overwrite)
     config, tokenizer, model = load_for_inference(folder, quantized=False)
     probe = tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"][:, :64].to(next(model.parameters()).device)

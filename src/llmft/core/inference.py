@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from llmft.core import runs
+from llmft.core.bottleneck import is_bottleneck_folder
 from llmft.core.config import Config, load_config
 from llmft.core.errors import LlmftError
 
@@ -25,8 +26,9 @@ def read_run_config(folder: str | Path) -> Config:
 
 
 def has_weights(folder: Path) -> bool:
-    """An adapter or a full model folder (what eval, export and serve can load)."""
-    return (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()
+    """An adapter (PEFT or bottleneck) or a full model folder (what eval, export and serve can load)."""
+    return (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file() or \
+        is_bottleneck_folder(folder)
 
 
 def is_adapter(folder: Path) -> bool:
@@ -59,7 +61,13 @@ def load_for_inference(folder: str | Path, *, quantized: bool = True) -> tuple[C
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if is_adapter(folder):
+    if is_bottleneck_folder(folder):
+        from llmft.core.bottleneck import load_bottleneck
+
+        base = load_pretrained(base_model_path(folder, config), config)
+        resize_embeddings(base, len(tokenizer))
+        model = load_bottleneck(base, folder)
+    elif is_adapter(folder):
         quantize = quantized and config.adapter.method == "qlora"
         base = load_pretrained(base_model_path(folder, config), config, quantize_4bit=quantize)
         resize_embeddings(base, len(tokenizer))
@@ -81,6 +89,8 @@ def build_generator(folder: Path, config: Config) -> Any:
         require_vllm()
         if not cuda_available():
             raise LlmftError("eval.backend = 'vllm' needs a CUDA GPU; this machine has none (use eval.backend = 'hf')")
+        if is_bottleneck_folder(folder):
+            raise LlmftError(f"{folder}: vLLM cannot run bottleneck adapters; use eval.backend = 'hf'")
         if is_adapter(folder):
             return VLLMGenerator(base_model_path(folder, config), str(folder), max_lora_rank=config.adapter.r,
                                  tokenizer_path=str(folder))

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from llmft.core import runs
 from llmft.core.config import Config
-from llmft.core.data import Row, TokenizedExample, load_examples, pack_rows, single_rows
+from llmft.core.data import Row, TokenizedExample, load_examples, pack_rows, pack_rows_by_width, single_rows
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import iter_jsonl
 
@@ -77,14 +77,24 @@ def build_rows(config: Config, recipe: TrainingHooks, tokenizer: Any) -> list[Ro
     """Training examples packed into rows (or one per row), as [data] says."""
     examples = training_examples(config, recipe, tokenizer)
     if config.data.packing == "rows":
-        return pack_rows(examples, max(config.data.pack_length, max(len(e) for e in examples)))
+        widest = max(config.data.pack_length, max(len(e) for e in examples))
+        if config.data.row_widths:
+            return pack_rows_by_width(examples, row_widths(config, widest))
+        return pack_rows(examples, widest)
     return single_rows(examples)
+
+
+def row_widths(config: Config, widest: int = 0) -> list[int]:
+    """The row widths training packs into (data.row_widths plus the widest row), or [] for one width."""
+    if config.data.packing != "rows" or not config.data.row_widths:
+        return []
+    return sorted({*config.data.row_widths, max(widest, config.data.pack_length)})
 
 
 def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
                 barrier: Callable[[], None]) -> Any:
     """Base model (hub, local, tiny from config, or an init_from run merged), resized, wrapped in its adapter."""
-    from llmft.core.adapters import apply_adapter, trainable_summary, uses_peft
+    from llmft.core.adapters import apply_adapter, keeps_base, trainable_summary
     from llmft.core.models import build_tiny_model, is_tiny, load_pretrained, resize_embeddings
 
     quantize = config.adapter.method == "qlora"
@@ -95,7 +105,7 @@ def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
         barrier()
         model = load_pretrained(str(base_dir), config, quantize_4bit=quantize)
     elif is_tiny(config):
-        if main and not base_dir.exists() and (uses_peft(config) or quantize):
+        if main and not base_dir.exists() and (keeps_base(config) or quantize):
             staged = runs.staging_dir(base_dir)
             build_tiny_model(config, tokenizer).save_pretrained(staged)
             tokenizer.save_pretrained(staged)

@@ -22,7 +22,14 @@ from llmft.core import checkpoints, runs
 from llmft.core.config import Config, config_to_toml
 from llmft.core.data import IGNORE, batch_order, collate
 from llmft.core.errors import LlmftError
-from llmft.core.model_setup import TrainingHooks, build_rows, extra_tokens, run_tokenizer, setup_model
+from llmft.core.model_setup import (
+    TrainingHooks,
+    build_rows,
+    extra_tokens,
+    row_widths,
+    run_tokenizer,
+    setup_model,
+)
 from llmft.core.scoring import token_loss_sum
 from llmft.core.train_log import TrainLog
 
@@ -56,17 +63,19 @@ def train(
     from accelerate import Accelerator
 
     from llmft.core.models import bf16_supported, cuda_available
+    from llmft.core.precision import resolve_precision
 
     output_dir = Path(config.train.output_dir)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    use_bf16 = config.train.bf16 == "true" or (config.train.bf16 == "auto" and bf16_supported())
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not cuda_available())
+    cuda = cuda_available()
+    precision = resolve_precision(config, cuda, cuda and torch.cuda.is_bf16_supported(), bf16_supported())
+    accelerator = Accelerator(mixed_precision=precision.mixed_precision, cpu=not cuda)
     main, barrier = accelerator.is_main_process, accelerator.wait_for_everyone
     with _output_lock(output_dir, main):
         checkpoint = checkpoints.resolve_start(output_dir, resume, overwrite, main)
         barrier()
-        return _train(config, recipe, accelerator, checkpoint, stop_after_step, progress)
+        return _train(config, recipe, accelerator, checkpoint, stop_after_step, progress, precision.weight_dtype)
 
 
 def _output_lock(output_dir: Path, main: bool) -> Any:
@@ -83,7 +92,7 @@ def _output_lock(output_dir: Path, main: bool) -> Any:
 
 
 def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: Path | None, stop_after_step: int,
-           progress: bool) -> TrainResult:
+           progress: bool, weight_dtype: str = "") -> TrainResult:
     import torch
 
     output_dir = Path(config.train.output_dir)
@@ -91,10 +100,18 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     tokenizer = run_tokenizer(config, recipe, main, barrier)
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in extra_tokens(config, recipe)]
     model = setup_model(config, tokenizer, new_ids, main, barrier)
+    if weight_dtype and config.adapter.method != "qlora":  # a 4-bit base keeps its own dtypes
+        model = model.to(getattr(torch, weight_dtype))
     rows = build_rows(config, recipe, tokenizer)
     packed = config.data.packing == "rows"
     world, rank = accelerator.num_processes, accelerator.process_index
-    batches_per_epoch = math.ceil(len(rows) / config.train.batch_size)
+    widths = row_widths(config, max(len(row.input_ids) for row in rows))
+    strategy = "group" if config.data.packing == "group" else "random"
+
+    def epoch_order(epoch: int) -> list[list[int]]:
+        return batch_order(rows, config.train.batch_size, config.train.seed, epoch, strategy, widths)
+
+    batches_per_epoch = len(epoch_order(0))
     steps_per_epoch = batches_per_epoch // (config.train.grad_accum * world)
     if steps_per_epoch == 0:
         raise LlmftError(
@@ -122,8 +139,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     started, real_tokens = time.perf_counter(), 0
     while step < total_steps:
         epoch, index = divmod(step, steps_per_epoch)
-        order = batch_order(rows, config.train.batch_size, config.train.seed, epoch,
-                            "group" if config.data.packing == "group" else "random")
+        order = epoch_order(epoch)
         micro = [order[(index * config.train.grad_accum + g) * world + rank]
                  for g in range(config.train.grad_accum)]
         batches = [collate([rows[i] for i in indices], tokenizer.pad_token_id, packed) for indices in micro]

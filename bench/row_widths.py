@@ -1,0 +1,89 @@
+"""Rows sized to the examples vs one packing width: llmft's trainer on the benchmark workload, side by side.
+
+A = packed rows of pack_length 512 only (today's default); B = `data.row_widths = [64, 128, 256]` (+ 512):
+each example joins the narrowest row width that holds it and a batch holds one width, with the same tokens
+per optimizer step. Same data, seed, steps and learning rate; runs alternate A B A B in one process each.
+
+    .venv/bin/python bench/row_widths.py --steps 40 --threads 2 [--precision fp32|bf16|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workload  # noqa: E402
+
+WIDTHS = [64, 128, 256]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rows", type=int, default=3, help="512-token rows per step (A); B has the same tokens")
+    parser.add_argument("--examples", type=int, default=1280)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_one(json.loads(args.child))))
+        return
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    with tempfile.TemporaryDirectory(prefix="llmft-widths-") as tmp:
+        paths = workload.build_workload(Path(tmp), args.examples, 64)
+        results = []
+        for precision in precisions:
+            for repeat in range(args.repeats):
+                for label, widths in (("A one width", []), ("B row widths", WIDTHS)):
+                    plan = {"paths": {k: str(v) for k, v in paths.items()}, "widths": widths, "steps": args.steps,
+                            "rows": args.rows, "threads": args.threads, "precision": precision,
+                            "out": str(Path(tmp) / f"run-{precision}-{label[0]}-{repeat}")}
+                    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(plan)],
+                                          capture_output=True, text=True, check=True)
+                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                    results.append({"precision": precision, "run": f"{label} #{repeat + 1}", **result})
+                    print(f"{precision} {label} #{repeat + 1}: {result['tokens_per_s']:,.0f} real tok/s", flush=True)
+    rows = [[r["precision"], r["run"], r["tokens_per_s"], r["final_loss"], r["seconds"]] for r in results]
+    workload.print_table(f"Row widths vs one width ({workload.machine()}, {args.threads} threads, {args.steps} steps)",
+                         ["precision", "run", "real tok/s", "final loss (last 5)", "train s"], rows)
+    for precision in precisions:
+        a = [r for r in results if r["precision"] == precision and r["run"].startswith("A")]
+        b = [r for r in results if r["precision"] == precision and r["run"].startswith("B")]
+        speed = sum(r["tokens_per_s"] for r in b) / sum(r["tokens_per_s"] for r in a)
+        loss = sum(r["final_loss"] for r in b) / sum(r["final_loss"] for r in a)
+        print(f"{precision}: B/A real tok/s {speed:.2f}x, final loss B/A {loss:.3f}")
+
+
+def run_one(plan: dict[str, Any]) -> dict[str, Any]:
+    """One training run in this process; real tokens/s and the mean loss of the last 5 steps."""
+    from llmft.core.trainer import train
+    from llmft.recipes.base import get_recipe, recipe_config
+
+    paths = plan["paths"]
+    config = recipe_config({
+        "recipe": "sft",
+        "model": {"name": paths["model"], "tokenizer_name": paths["tokenizer"],
+                  "dtype": "float32"},  # bf16 = autocast over fp32 weights, as recipes train
+        "adapter": {"method": "full"},
+        "data": {"train": paths["train"], "packing": "rows", "pack_length": 512, "row_widths": plan["widths"]},
+        "train": {"output_dir": plan["out"], "max_steps": plan["steps"], "batch_size": plan["rows"],
+                  "learning_rate": 1e-3, "lr_scheduler": "linear", "threads": plan["threads"],
+                  "bf16": "true" if plan["precision"] == "bf16" else "false"},
+    }, source="bench")
+    started = time.perf_counter()
+    result = train(config, get_recipe("sft"), progress=False)
+    return {"tokens_per_s": result.tokens_per_second, "final_loss": sum(result.losses[-5:]) / 5,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""`llmft estimate` around the GradEx algorithm (core/estimate.py): load the meta-initialisation and the data,
+cache the gradients, estimate every subset, compare with real fine-tunes, write estimate.json and table.txt."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llmft.core import runs
+from llmft.core.config import Config, EstimateConfig
+from llmft.core.data import TokenizedExample
+from llmft.core.errors import LlmftError
+from llmft.core.estimate import (
+    cached_gradients,
+    estimate_subsets,
+    first_order_error,
+    group_scores,
+    mean_loss,
+    sample_subsets,
+)
+from llmft.core.gradients import Projection
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """A plain-text table of `rows` (floats with 4 decimals)."""
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        if isinstance(value, list):
+            return ",".join(str(v) for v in value)
+        return str(value)
+
+    cells = [[cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def default_estimate_dir(folder: Path) -> Path:
+    """runs/<name>/final -> runs/<name>/estimate/final; any other folder -> <folder>/estimate."""
+    if folder.name == runs.FINAL_NAME or folder.name.startswith(runs.CHECKPOINT_PREFIX):
+        return folder.parent / "estimate" / folder.name
+    return folder / "estimate"
+
+
+def gradient_dir(out_dir: Path, settings: EstimateConfig) -> Path:
+    return out_dir / f"gradients-d{settings.project_dimension}-seed{settings.seed}"
+
+
+def config_groups(records: Sequence[dict], settings: EstimateConfig, what: str) -> list[str]:
+    """Each record's group name: its `group_by` field, or its own index."""
+    if not settings.group_by:
+        return [f"#{i}" for i in range(len(records))]
+    missing = next((i for i, r in enumerate(records) if settings.group_by not in r), None)
+    if missing is not None:
+        raise LlmftError(f"estimate.group_by = '{settings.group_by}': {what} record {missing + 1} has no such field")
+    return [str(r[settings.group_by]) for r in records]
+
+
+def record_key(record: dict) -> str:
+    """What identifies a training record across files: its text fields."""
+    return json.dumps({k: record.get(k) for k in ("prompt", "completion", "text", "messages")}, sort_keys=True)
+
+
+def against_finetuned(run: Path, meta: Path, model: Any, params: Sequence[tuple[str, Any]], projection: Projection,
+                      cache: tuple[Any, Any], records: Sequence[dict], eval_examples: Sequence[TokenizedExample],
+                      check: Sequence[TokenizedExample], pad_id: int, settings: EstimateConfig) -> dict:
+    """A real fine-tune of the meta-initialisation on some of the records: its true loss beside the estimate of
+    the same subset, and the approximation error of its own update delta = theta_ft - theta*."""
+    import torch
+
+    from llmft.core.inference import load_for_inference, read_run_config
+    from llmft.core.jsonl import read_jsonl
+
+    config = read_run_config(run)
+    if config.adapter.method != "full" or not config.adapter.init_from or \
+            Path(config.adapter.init_from).resolve() != meta.resolve():
+        raise LlmftError(f"estimate.finetuned: {run} must fine-tune {meta} itself (adapter.method = 'full', "
+                         f"adapter.init_from = '{meta}') so that its update is in theta*'s coordinates")
+    wanted = {record_key(r) for r in read_jsonl(config.data.train, what=f"{run}: data.train")}
+    marks = ["in" if record_key(r) in wanted else "out" for r in records]
+    if "in" not in marks:
+        raise LlmftError(f"estimate.finetuned: no record of {config.data.train} is in the estimate's data")
+    outputs, gradients = cache
+    (row,) = estimate_subsets(model, params, projection, gradients, marks, [["in"]], eval_examples, pad_id, settings)
+    _, _, tuned = load_for_inference(run)
+    tuned_params = dict(tuned.named_parameters())
+    deltas = [(tuned_params[n].detach().to(p.device).float() - p.detach().float()).reshape(-1) for n, p in params]
+    true_loss = mean_loss(tuned, eval_examples, pad_id, settings.batch_size)
+    out = {"run": str(run), "examples": row["examples"], "loss": row["loss"], "true_loss": true_loss,
+           "relative_error": abs(row["loss"] - true_loss) / true_loss,
+           "update_norm_ratio": float(torch.cat(deltas).norm() / torch.cat([p.detach().reshape(-1).float()
+                                                                             for _, p in params]).norm())}
+    if check:
+        out["approx_error"], out["approx_error_without_gradient"] = first_order_error(
+            model, params, projection, outputs, gradients, check, pad_id, deltas, settings.batch_size,
+            settings.output)
+    return out
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """The settings that fix an estimate's result (saved beside it)."""
+    from dataclasses import asdict
+
+    return {"adapter_method": config.adapter.method, **asdict(config.estimate)}
+
+
+def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: str | Path | None = None,
+                 progress: bool = True) -> tuple[dict, Path]:
+    """The estimate for a meta-initialisation run folder as `config.estimate` says; writes estimate.json and
+    table.txt under `out` (default: beside the run's eval folders) and returns (report, out)."""
+    from llmft.core.data import load_examples
+    from llmft.core.gradients import estimate_parameters
+    from llmft.core.inference import load_for_inference
+    from llmft.core.jsonl import read_jsonl
+
+    folder = Path(folder)
+    settings = config.estimate
+    data_path, eval_path = settings.data or config.data.train, settings.eval_data or config.data.eval
+    for key, path in (("estimate.data (or data.train)", data_path), ("estimate.eval_data (or data.eval)", eval_path)):
+        if not path or not Path(path).is_file():
+            raise LlmftError(f"{key}: file not found: {path or '(not set)'}")
+    out_dir = Path(out) if out else default_estimate_dir(folder)
+    _, tokenizer, model = load_for_inference(folder)
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise LlmftError(f"{folder}: the estimate takes decoder-only (causal LM) runs; this one is encoder-decoder")
+    custom = (lambda record: recipe.tokenize(record, tokenizer, config)) if recipe is not None else None
+    records = read_jsonl(data_path, what="estimate.data")[:settings.max_examples or None]
+    examples = load_examples(data_path, tokenizer, config.data.max_length, custom, what="estimate.data",
+                             limit=settings.max_examples)
+    eval_examples = load_examples(eval_path, tokenizer, config.data.max_length, custom, what="estimate.eval_data")
+    groups = config_groups(records, settings, "estimate.data")
+    params = estimate_parameters(model, config.adapter.method)
+    projection = Projection([(n, p.numel()) for n, p in params], settings.project_dimension, settings.seed)
+    pad_id = tokenizer.pad_token_id
+
+    started = time.perf_counter()
+    outputs, gradients = cached_gradients(model, examples, pad_id, params, projection,
+                                          gradient_dir(out_dir, settings), settings, progress)
+    gradient_seconds = time.perf_counter() - started
+    subsets = [list(s) for s in settings.subsets] or sample_subsets(groups, settings.number_of_subsets,
+                                                                    settings.subset_size, settings.seed)
+    check = examples[:settings.approximation_examples]
+
+    def on_model(k: int, row: dict, deltas: list) -> None:
+        if check:
+            row["approx_error"], row["approx_error_without_gradient"] = first_order_error(
+                model, params, projection, outputs, gradients, check, pad_id, deltas, settings.batch_size,
+                settings.output)
+        if settings.metric and recipe is not None:
+            from llmft.core.generation import HFGenerator
+
+            generator = HFGenerator(model, tokenizer, batch_size=config.eval.batch_size)
+            subset_dir = out_dir / f"subset-{k}"
+            shutil.rmtree(subset_dir, ignore_errors=True)  # results of other weights must not be resumed
+            subset_dir.mkdir(parents=True)
+            metrics = recipe.evaluate(generator, config, subset_dir)
+            row.update({key: v for key, v in metrics.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+    rows = estimate_subsets(model, params, projection, gradients, groups, subsets, eval_examples, pad_id,
+                            settings, on_model)
+    meta_loss = mean_loss(model, eval_examples, pad_id, settings.batch_size)
+    finetuned = [against_finetuned(Path(run), folder, model, params, projection, (outputs, gradients), records,
+                                   eval_examples, check, pad_id, settings) for run in settings.finetuned]
+    ranking = [{"group": g, "score": s, "subsets": n}
+               for g, s, n in group_scores([r["groups"] for r in rows], [r["loss"] for r in rows])]
+    best = min(rows, key=lambda r: r["loss"])
+    report = {"run": str(folder), "settings": describe(config), "examples": len(examples),
+              "eval_examples": len(eval_examples), "parameters": sum(p.numel() for _, p in params),
+              "meta_loss": meta_loss, "gradient_seconds": gradient_seconds, "subsets": rows,
+              "chosen_subset": best["subset"], "ranking": ranking, "finetuned": finetuned}
+    runs.atomic_write_json(out_dir / "estimate.json", report)
+    columns = ["subset", "examples", "loss", *[c for c in rows[0] if c not in ("subset", "examples", "loss",
+                                                                              "groups", "seconds")], "groups"]
+    text = (format_table(rows, columns) + f"\n\nmeta-initialisation loss {meta_loss:.4f}; chosen subset "
+            f"{best['subset']}\n\n" + format_table(ranking, ["group", "score", "subsets"]))
+    if finetuned:
+        text += "\n\nreal fine-tunes vs the estimate of the same records\n" + format_table(
+            finetuned, [c for c in finetuned[0] if c != "run"] + ["run"])
+    runs.atomic_write_text(out_dir / "table.txt", text + "\n")
+    return report, out_dir
