@@ -45,7 +45,8 @@ def apply_adapter(model: Any, config: Config, new_token_ids: list[int]) -> Any:
                              f"{len(new_token_ids)} tokens; use 'lora+prompt-tuning' or drop adapter.new_tokens")
         add_bottlenecks(model, bottleneck_spec(config))
         return model
-    token_layers = _token_layers(model, new_token_ids)
+    lora_targets = [] if method == "prompt-tuning" else config.adapter.target_modules
+    token_layers = _token_layers(model, new_token_ids, lora_targets)
     if method == "prompt-tuning":
         if not new_token_ids:
             raise LlmftError(
@@ -68,18 +69,21 @@ def apply_adapter(model: Any, config: Config, new_token_ids: list[int]) -> Any:
     return get_peft_model(model, peft_config)
 
 
-def _token_layers(model: Any, new_token_ids: list[int]) -> dict[str, list[int]]:
-    """Input and (untied) output embedding layers whose new rows train."""
+def _token_layers(model: Any, new_token_ids: list[int], lora_targets: list[str]) -> dict[str, list[int]]:
+    """Input and (untied) output embedding layers whose new rows train; an output layer that LoRA targets
+    (llama-squad's all-linear set includes lm_head) adapts through LoRA instead, which covers its new rows."""
     if not new_token_ids:
         return {}
     names = {}
     inputs = model.get_input_embeddings()
     outputs = model.get_output_embeddings()
     for name, module in model.named_modules():
+        short = name.split(".")[-1]
         if module is inputs:
-            names[name.split(".")[-1]] = new_token_ids
-        elif outputs is not None and module is outputs and outputs.weight is not inputs.weight:
-            names[name.split(".")[-1]] = new_token_ids
+            names[short] = new_token_ids
+        elif outputs is not None and module is outputs and outputs.weight is not inputs.weight \
+                and short not in lora_targets:
+            names[short] = new_token_ids
     return names
 
 

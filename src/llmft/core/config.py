@@ -46,6 +46,9 @@ class ModelConfig:
     chat_template: str = ""  # a Jinja template overriding the tokenizer's own
     trust_remote_code: bool = False
     attn_implementation: str = "sdpa"
+    # false: texts and prompts are encoded without BOS (Re-Tuning's add_special_tokens=False); the run's saved
+    # tokenizer keeps this, so training, eval and serve agree.
+    add_bos: bool = True
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
@@ -70,6 +73,10 @@ class AdapterConfig:
     # A previous run's final/ or checkpoint-N/ folder merged into the base before this run trains
     # (multi-stage training, e.g. new-token embeddings first, then LoRA); "" = start from model.name.
     init_from: str = ""
+    # QLoRA's 4-bit base: double quantisation of the quantisation constants, and the dtype the dequantised
+    # matmuls run in ("auto": bf16 where it is fast, else fp32).
+    double_quant: bool = True
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
 
 
 @dataclass
@@ -78,6 +85,7 @@ class DataConfig:
 
     train: str = ""
     eval: str = ""
+    heldout: str = ""  # the file scored for the held-out loss during training (train.eval_steps); "" = eval
     max_length: int = 1024  # longer examples are cut: the prompt's start first, the EOS always stays
     # "rows": best-fit-decreasing packing into rows of pack_length tokens with per-example position_ids;
     # "group": batches of similar length; "none": random padded batches.
@@ -102,12 +110,25 @@ class TrainConfig:
     lr_scheduler: Literal["constant", "cosine", "linear"] = "constant"
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
+    # The schedule's length in steps, warmup_ratio included (0 = the run's): a run that stops at max_steps part
+    # way through a longer schedule, as llama-squad's 65,000-step cosine read at 10,000 steps.
+    lr_schedule_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    # "token": the loss is the mean over the trained tokens of the whole accumulation window and all ranks;
+    # "sequence": each example's summed token loss, averaged over the window's examples (a packed row counts
+    # each example it holds), as Re-Tuning's reference trained.
+    loss_reduction: Literal["token", "sequence"] = "token"
     seed: int = 0
     save_steps: int = 0  # 0 = only the final adapter/model
     save_total_limit: int = 2
     logging_steps: int = 10
+    # Held-out loss on data.eval every N steps (and at the end); -1 = about 10 times a run whenever data.eval
+    # holds prompt/completion or text records (or ones the recipe tokenises); 0 = off.
+    eval_steps: int = -1
+    eval_examples: int = 256  # held-out records scored each time (the first N of data.eval); 0 = all
     bf16: Literal["auto", "true", "false"] = "auto"
     # Lightning-style precision; "" = decided by `bf16`. "bf16-true" casts the weights to bf16, the "-mixed"
     # ones keep fp32 weights and autocast; "16-mixed" (fp16 with loss scaling) needs a CUDA GPU.
@@ -262,11 +283,12 @@ _BOUNDS = [
     ("train", "batch_size", 1, True), ("train", "grad_accum", 1, True), ("train", "learning_rate", 0, False),
     ("train", "max_steps", 0, True), ("train", "epochs", 0, False), ("train", "save_steps", 0, True),
     ("train", "save_total_limit", 1, True), ("train", "logging_steps", 1, True), ("train", "threads", 0, True),
+    ("train", "lr_schedule_steps", 0, True),
     ("train", "warmup_steps", 0, True), ("train", "warmup_ratio", 0, True), ("train", "weight_decay", 0, True),
     ("train", "max_grad_norm", 0, True), ("data", "max_length", 2, True), ("data", "pack_length", 2, True),
     ("eval", "batch_size", 1, True), ("eval", "max_new_tokens", 1, True), ("eval", "num_beams", 1, True),
     ("eval", "temperature", 0, True), ("eval", "max_examples", 0, True), ("adapter", "r", 1, True),
-    ("adapter", "alpha", 1, True),
+    ("adapter", "alpha", 1, True), ("train", "eval_steps", -1, True), ("train", "eval_examples", 0, True),
 ]
 
 
@@ -286,6 +308,9 @@ def _check_values(built: dict[str, Any]) -> list[str]:
                       f"({tiny.num_heads})")
     if not built["train"].output_dir.strip():
         errors.append("key 'train.output_dir' must not be empty")
+    for beta in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(built["train"], beta) < 1:
+            errors.append(f"key 'train.{beta}' must be in [0, 1), got {getattr(built['train'], beta)!r}")
     widths = built["data"].row_widths
     if widths and (min(widths) < 2 or max(widths) > built["data"].pack_length):
         errors.append(f"key 'data.row_widths' must lie between 2 and data.pack_length ({built['data'].pack_length}), "

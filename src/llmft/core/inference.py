@@ -54,13 +54,14 @@ def load_for_inference(folder: str | Path, *, quantized: bool = True) -> tuple[C
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmft.core.models import load_pretrained, resize_embeddings
+    from llmft.core.models import load_pretrained, resize_embeddings, set_bos
 
     folder = Path(folder)
     config = read_run_config(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    set_bos(tokenizer, config.model.add_bos)
     if is_bottleneck_folder(folder):
         from llmft.core.bottleneck import load_bottleneck
 

@@ -20,6 +20,8 @@ class TrainingHooks(Protocol):
 
     def tokenize(self, record: dict, tokenizer: Any, config: Config) -> TokenizedExample | None: ...
 
+    def token_init(self, config: Config, tokenizer: Any) -> dict[str, list[int]]: ...
+
 
 def training_texts(path: str) -> list[str]:
     """Every string a tokenizer trained for this data must cover."""
@@ -54,6 +56,8 @@ def run_tokenizer(config: Config, recipe: TrainingHooks, main: bool, barrier: Ca
     """The tokenizer kept in the run folder (built once by the main process, reloaded by every rank)."""
     from transformers import AutoTokenizer
 
+    from llmft.core.models import set_bos
+
     tokenizer_dir = Path(config.train.output_dir) / runs.TOKENIZER_DIR
     if main and not tokenizer_dir.exists():
         tokenizer = build_tokenizer(config, recipe)
@@ -64,6 +68,7 @@ def run_tokenizer(config: Config, recipe: TrainingHooks, main: bool, barrier: Ca
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    set_bos(tokenizer, config.model.add_bos)
     return tokenizer
 
 
@@ -71,6 +76,14 @@ def training_examples(config: Config, recipe: TrainingHooks, tokenizer: Any, lim
     """data.train tokenised exactly as training sees it (the first `limit` records when limit > 0)."""
     return load_examples(config.data.train, tokenizer, config.data.max_length,
                          lambda record: recipe.tokenize(record, tokenizer, config), limit=limit)
+
+
+def initial_rows(config: Config, recipe: TrainingHooks, tokenizer: Any) -> dict[int, list[int]]:
+    """{new token id: ids whose rows it starts from}, from the recipe's token_init (optional hook)."""
+    token_init = getattr(recipe, "token_init", None)
+    if token_init is None:
+        return {}
+    return {tokenizer.convert_tokens_to_ids(token): ids for token, ids in token_init(config, tokenizer).items()}
 
 
 def build_rows(config: Config, recipe: TrainingHooks, tokenizer: Any) -> list[Row]:
@@ -92,10 +105,17 @@ def row_widths(config: Config, widest: int = 0) -> list[int]:
 
 
 def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
-                barrier: Callable[[], None]) -> Any:
-    """Base model (hub, local, tiny from config, or an init_from run merged), resized, wrapped in its adapter."""
+                barrier: Callable[[], None], initial_rows: dict[int, list[int]] | None = None) -> Any:
+    """Base model (hub, local, tiny from config, or an init_from run merged), resized, wrapped in its adapter.
+    `initial_rows` {new id: source ids}: new rows start as the mean of those rows (not after init_from)."""
     from llmft.core.adapters import apply_adapter, keeps_base, trainable_summary
-    from llmft.core.models import build_tiny_model, is_tiny, load_pretrained, resize_embeddings
+    from llmft.core.models import (
+        build_tiny_model,
+        init_token_rows,
+        is_tiny,
+        load_pretrained,
+        resize_embeddings,
+    )
 
     quantize = config.adapter.method == "qlora"
     base_dir = Path(config.train.output_dir) / runs.BASE_MODEL_DIR
@@ -116,6 +136,8 @@ def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
     else:
         model = load_pretrained(config.model.name, config, quantize_4bit=quantize)
     resize_embeddings(model, len(tokenizer))
+    if initial_rows and not config.adapter.init_from:  # an init_from base already holds trained rows
+        init_token_rows(model, initial_rows)
     model.config.use_cache = False
     model = apply_adapter(model, config, new_ids)
     trainable, total = trainable_summary(model)

@@ -68,7 +68,18 @@ def load_tokenizer(config: Config, train_texts: Iterable[str] = (), extra_tokens
         tokenizer.add_tokens(new, special_tokens=True)
     if config.model.chat_template:
         tokenizer.chat_template = config.model.chat_template
+    set_bos(tokenizer, config.model.add_bos)
     return tokenizer
+
+
+def set_bos(tokenizer: Any, add_bos: bool) -> None:
+    """Stop a tokenizer from prepending BOS (model.add_bos = false); the saved tokenizer.json keeps it."""
+    bos = tokenizer.bos_token_id
+    if add_bos or bos is None or tokenizer("a")["input_ids"][:1] != [bos]:
+        return
+    tokenizer.add_bos_token = False
+    if tokenizer("a")["input_ids"][:1] == [bos]:
+        raise LlmftError(f"model.add_bos = false: the {type(tokenizer).__name__} tokenizer keeps adding BOS")
 
 
 def torch_dtype(config: Config) -> Any:
@@ -140,7 +151,8 @@ def _device_index() -> Any:
 
 
 def qlora_quantization(config: Config) -> Any:
-    """bitsandbytes 4-bit nf4 with double quantisation; compute in bf16 (fp32 where bf16 is slow)."""
+    """bitsandbytes 4-bit nf4; double quantisation and the compute dtype as [adapter] says (auto: bf16 where it
+    is fast, else fp32)."""
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -148,11 +160,15 @@ def qlora_quantization(config: Config) -> Any:
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise LlmftError("adapter.method = 'qlora' needs bitsandbytes: pip install 'llmft[quant]'") from None
-    compute = torch.bfloat16 if bf16_supported() else torch.float32
+    name = config.adapter.compute_dtype
+    if name == "auto":
+        compute = torch.bfloat16 if bf16_supported() else torch.float32
+    else:
+        compute = getattr(torch, name)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
+        bnb_4bit_use_double_quant=config.adapter.double_quant,
         bnb_4bit_compute_dtype=compute,
     )
 
@@ -171,3 +187,17 @@ def resize_embeddings(model: Any, size: int) -> list[int]:
             if layer is not None and layer.weight.shape[0] == size:
                 layer.weight[old:] = layer.weight[:old].float().mean(0).to(layer.weight.dtype)
     return list(range(old, size))
+
+
+def init_token_rows(model: Any, sources: dict[int, list[int]]) -> None:
+    """Set each new token's input row and (untied) output row to the mean of its source tokens' rows,
+    e.g. a recipe's planning token starting from the literal word's embedding."""
+    import torch
+
+    with torch.no_grad():
+        for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if layer is None:
+                continue
+            weight = layer.weight
+            for new, ids in sources.items():
+                weight[new] = weight[ids].float().mean(0).to(weight.dtype)

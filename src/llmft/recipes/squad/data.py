@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -36,26 +37,43 @@ def context_and_question(context: str, question: str) -> str:
     return f"Context: {context}\nQuestion: {question}"
 
 
-def single_turn_instruction(context: str, question: str) -> str:
+# create_squad_dataset.py indents its templates by 20 spaces inside the source and calls textwrap.dedent
+# after filling in context and question.
+TEMPLATE_INDENT = " " * 20
+CONTEXT, QUESTION = "\x00context\x00", "\x00question\x00"
+
+
+def fill_template(template: str, context: str, question: str, dedent_quirk: bool = True) -> str:
+    """The template with context and question filled in. dedent_quirk: as the reference, which dedents after
+    filling in, so a context or question holding a newline keeps the 20-space indent on every template line
+    (and dedent blanks whitespace-only lines); without a newline both ways give the same text."""
+    if dedent_quirk:
+        template = "\n".join(TEMPLATE_INDENT + line for line in template.split("\n"))
+    text = template.replace(CONTEXT, context).replace(QUESTION, question)
+    return textwrap.dedent(text) if dedent_quirk else text
+
+
+def single_turn_instruction(context: str, question: str, dedent_quirk: bool = True) -> str:
     """The user turn of the single-turn prompt."""
-    return (
+    template = (
         "Extract from the following context the minimal span word for word that best answers the question. "
         "Think step by step and explain your reasoning. Then give the answer in JSON format as follows:\n"
         f"{JSON_FORMAT}\n"
         f'If the answer is not in the context, the answer should be "{NO_ANSWER}".\n'
-        + context_and_question(context, question)
+        + context_and_question(CONTEXT, QUESTION)
     )
+    return fill_template(template, context, question, dedent_quirk)
 
 
-def has_answer_instruction(context: str, question: str) -> str:
+def has_answer_instruction(context: str, question: str, dedent_quirk: bool = True) -> str:
     """Turn 1 of the multi-turn prompt ("Does the the" is the reference's own typo, kept)."""
-    return (
+    template = (
         "Does the the following context contain enough information to be able to answer the question? "
         "Think step by step and explain your reasoning. Then give the answer in JSON format as follows:\n"
         '```json\n{\n  "answer": ... # "yes" or "no"\n}\n```\n'
-        f"Context: {context}\n"
-        f"Question: {question}"
+        + context_and_question(CONTEXT, QUESTION)
     )
+    return fill_template(template, context, question, dedent_quirk)
 
 
 def span_instruction() -> str:
@@ -68,9 +86,17 @@ def span_instruction() -> str:
     )
 
 
-def pause_tokens(k: int) -> list[str]:
-    """The k distinct pause tokens <blah_0> .. <blah_{k-1}>."""
-    return [f"<blah_{i}>" for i in range(k)]
+def pause_tokens(k: int, distinct: bool = True) -> list[str]:
+    """The pause tokens the tokenizer gains: k distinct <blah_0> .. <blah_{k-1}>, or the one <blah> that
+    the reference's multiple_reasoning_tokens=False repeats k times (none when k is 0)."""
+    if distinct or k == 0:
+        return [f"<blah_{i}>" for i in range(k)]
+    return ["<blah>"]
+
+
+def pause_text(k: int, distinct: bool = True) -> str:
+    """What opens each assistant turn: the k pause tokens in order."""
+    return "".join(pause_tokens(k)) if distinct else "<blah>" * k
 
 
 def force_prefix(pause: str) -> str:
@@ -92,19 +118,21 @@ def gold_answers(row: dict[str, Any]) -> list[str]:
 
 
 def squad_messages(row: dict[str, Any], pause: str, multi_turn: bool, system_prompt: str = SYSTEM_PROMPT,
-                   instruction: bool = True) -> list[dict[str, str]]:
+                   instruction: bool = True, dedent_quirk: bool = True) -> list[dict[str, str]]:
     """The chat for one SQuAD row; the target is the first gold span (the reference trains on answers[0]).
 
     An empty system_prompt leaves out the system turn (the reference reads it from config.yaml);
-    instruction=False (single turn only) leaves just "Context: ...\nQuestion: ..." in the user turn.
+    instruction=False (single turn only) leaves just "Context: ...\nQuestion: ..." in the user turn;
+    dedent_quirk: see fill_template.
     """
     target = gold_answers(row)[0]
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     if not multi_turn:
-        ask = single_turn_instruction if instruction else context_and_question
+        ask = single_turn_instruction(row["context"], row["question"], dedent_quirk) if instruction \
+            else context_and_question(row["context"], row["question"])
         return [
             *system,
-            {"role": "user", "content": ask(row["context"], row["question"])},
+            {"role": "user", "content": ask},
             {"role": "assistant", "content": assistant_answer(target, pause)},
         ]
     if not instruction:
@@ -112,7 +140,7 @@ def squad_messages(row: dict[str, Any], pause: str, multi_turn: bool, system_pro
     answerable = "yes" if row["answers"]["text"] else "no"
     return [
         *system,
-        {"role": "user", "content": has_answer_instruction(row["context"], row["question"])},
+        {"role": "user", "content": has_answer_instruction(row["context"], row["question"], dedent_quirk)},
         {"role": "assistant", "content": assistant_answer(answerable, pause)},
         {"role": "user", "content": span_instruction()},
         {"role": "assistant", "content": assistant_answer(target, pause)},
@@ -120,11 +148,11 @@ def squad_messages(row: dict[str, Any], pause: str, multi_turn: bool, system_pro
 
 
 def squad_record(row: dict[str, Any], pause: str, multi_turn: bool, system_prompt: str = SYSTEM_PROMPT,
-                 instruction: bool = True) -> dict[str, Any]:
+                 instruction: bool = True, dedent_quirk: bool = True) -> dict[str, Any]:
     """One JSONL record: the chat, every gold answer (["?"] for none), id and whether it is unanswerable."""
     return {
         "id": str(row["id"]),
-        "messages": squad_messages(row, pause, multi_turn, system_prompt, instruction),
+        "messages": squad_messages(row, pause, multi_turn, system_prompt, instruction, dedent_quirk),
         "answers": gold_answers(row),
         "is_impossible": not row["answers"]["text"],
     }

@@ -12,7 +12,7 @@ import click
 
 from llmft.core.errors import LlmftError
 from llmft.recipes.base import Recipe
-from llmft.recipes.squad.data import SPLIT_SEED, SYSTEM_PROMPT, pause_tokens
+from llmft.recipes.squad.data import SPLIT_SEED, SYSTEM_PROMPT, pause_text, pause_tokens
 
 if TYPE_CHECKING:
     from llmft.core.generation import Decoded, Sampling
@@ -26,6 +26,9 @@ class SquadConfig:
     # Their embeddings train (adapter.method "prompt-tuning" or LoRA, which trains new tokens); their
     # positions carry no loss.
     num_pause_tokens: int = 0
+    # false: one <blah> token repeated num_pause_tokens times (the reference's multiple_reasoning_tokens=False,
+    # its README's 25 and 100 <blah> rows), as make-data --single-pause-token wrote.
+    distinct_pause_tokens: bool = True
     # Evaluation prompts end in the pause tokens + "\n```json" and stop at "}" (the reference's default).
     force_answer: bool = True
 
@@ -34,6 +37,7 @@ class SquadRecipe(Recipe):
     """llama-squad: SQuAD v2 as chat prompts answered in JSON, loss on the answer only."""
 
     name = "squad"
+    example = "llmft make-data squad --synthetic 2000 --show 1"
     summary = "SQuAD v2 as chat prompts answered in JSON (llama-squad); --synthetic N works offline."
     config_section = SquadConfig
 
@@ -49,6 +53,13 @@ class SquadRecipe(Recipe):
             click.Option(["--num-pause-tokens"], type=int, default=0, show_default=True,
                          help="Pause tokens <blah_0>.. before each JSON answer (set squad.num_pause_tokens "
                               "to the same)."),
+            click.Option(["--single-pause-token"], is_flag=True,
+                         help="One <blah> token repeated --num-pause-tokens times instead of distinct ones (the "
+                              "reference's multiple_reasoning_tokens=False; set squad.distinct_pause_tokens = "
+                              "false)."),
+            click.Option(["--dedent-quirk/--no-dedent-quirk"], default=True, show_default=True,
+                         help="Dedent the prompt after filling in context and question, as the reference: a "
+                              "context or question with a newline keeps 20 spaces before every template line."),
             click.Option(["--system-prompt"], default=SYSTEM_PROMPT, metavar="TEXT",
                          help="The system turn (default: the reference's, from its config.yaml); '' leaves it "
                               "out."),
@@ -76,6 +87,7 @@ class SquadRecipe(Recipe):
         from llmft.recipes.squad.synthetic import synthetic_splits
 
         k, multi_turn = options.get("num_pause_tokens", 0), options.get("multi_turn", False)
+        distinct, dedent_quirk = not options.get("single_pause_token", False), options.get("dedent_quirk", True)
         synthetic = options.get("synthetic", 0)
         if k < 0 or synthetic < 0:
             raise LlmftError("--num-pause-tokens and --synthetic must be 0 or more")
@@ -92,13 +104,15 @@ class SquadRecipe(Recipe):
         passages = options.get("passages", False)
         if multi_turn and not instruction:
             raise LlmftError("--no-instruction is for single-turn data: the multi-turn prompts are instructions")
-        variant = ("synthetic" if synthetic else "squad_v2") + (f"-pause{k}" if k else "") + \
+        variant = ("synthetic" if synthetic else "squad_v2") + \
+            (f"-pause{k}" if k and distinct else f"-blah{k}" if k else "") + \
             ("-multiturn" if multi_turn else "") + \
             ("" if system == SYSTEM_PROMPT else "-system" if system else "-nosystem") + \
-            ("" if instruction else "-noinstruction") + ("-passages" if passages else "")
+            ("" if instruction else "-noinstruction") + ("-passages" if passages else "") + \
+            ("" if dedent_quirk else "-nodedentquirk")
         folder = out or Path("data") / "squad" / variant
-        pause = "".join(pause_tokens(k))
-        records = {split: [squad_record(r, pause, multi_turn, system, instruction) for r in rows]
+        pause = pause_text(k, distinct)
+        records = {split: [squad_record(r, pause, multi_turn, system, instruction, dedent_quirk) for r in rows]
                    for split, rows in splits.items()}
         if passages:
             records["train"] = with_passages(records["train"], splits["train"])
@@ -107,15 +121,20 @@ class SquadRecipe(Recipe):
         return paths
 
     def special_tokens(self, config: Any) -> list[str]:
-        return pause_tokens(self.section(config).num_pause_tokens)
+        section = self.section(config)
+        return pause_tokens(section.num_pause_tokens, section.distinct_pause_tokens)
+
+    def pause(self, config: Any) -> str:
+        """The text of the pause tokens that open each assistant turn."""
+        section = self.section(config)
+        return pause_text(section.num_pause_tokens, section.distinct_pause_tokens)
 
     def tokenize(self, record: dict, tokenizer: Any, config: Any) -> Any:
         from llmft.recipes.squad.chat import tokenize_chat
 
         if "messages" not in record:
             return None
-        pause = "".join(self.special_tokens(config))
-        return tokenize_chat(tokenizer, record["messages"], pause, config.data.max_length)
+        return tokenize_chat(tokenizer, record["messages"], self.pause(config), config.data.max_length)
 
     def evaluate(self, generator: Any, config: Any, eval_dir: Path, **options: Any) -> dict:
         from llmft.recipes.squad.evaluate import evaluate_squad
@@ -123,8 +142,7 @@ class SquadRecipe(Recipe):
         if not config.data.eval:
             raise LlmftError("data.eval is not set: point it at a test.jsonl from `llmft make-data squad`")
         section = self.section(config)
-        return evaluate_squad(generator, config, eval_dir, "".join(pause_tokens(section.num_pause_tokens)),
-                              section.force_answer)
+        return evaluate_squad(generator, config, eval_dir, self.pause(config), section.force_answer)
 
     def decode(self, generator: Any, prompts: Sequence[str], config: Any, sampling: Sampling,
                **options: Any) -> list[Decoded]:
@@ -137,7 +155,7 @@ class SquadRecipe(Recipe):
         section = self.section(config)
         if not section.force_answer:
             return [Decoded(text) for text in complete_turns(generator, list(prompts), sampling, False)]
-        opening = turn_opening(generator.tokenizer, "".join(pause_tokens(section.num_pause_tokens)))
+        opening = turn_opening(generator.tokenizer, self.pause(config))
         completions = complete_turns(generator, [p + opening for p in prompts], sampling, True)
         return [Decoded(f"```json{text}\n```") for text in completions]
 

@@ -6,19 +6,21 @@ checkpoints, and per-layer linear probes. Rows go to results.jsonl (resumable), 
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llmft.core.errors import LlmftError, did_you_mean
-from llmft.core.jsonl import read_jsonl
+from llmft.core.jsonl import iter_jsonl, read_jsonl
 from llmft.core.plots import bar_plot, line_plot
 from llmft.core.results import ResultsLog
 from llmft.core.runs import CHECKPOINT_PREFIX, CONFIG_NAME, FINAL_NAME, RESULTS_NAME, atomic_write_text
 from llmft.recipes.uft.checker import FEATURES
-from llmft.recipes.uft.judge import EndpointJudge, Judge, RulesJudge, Shot
+from llmft.recipes.uft.judge import EndpointJudge, Judge, RulesJudge, Shot, cached_shots
 from llmft.recipes.uft.text import STOP_STRINGS, cut_story, instruction_value, split_text, story_prompt
 
 SETS = ("id", "task", "complement", "adversarial")
@@ -54,7 +56,7 @@ def generation_rows(generator: Any, prompts: Sequence[str], feature: str, judge:
                     temperature: float = 1.0, seed: int = 0) -> list[dict]:
     """Sample a story per prompt and judge it; rows already in the log (same step) are kept, not redone."""
     keys = [("generation", step, i) for i in range(len(prompts))]
-    log.todo(keys)
+    log.todo(keys, desc="stories" if step is None else f"stories (recovery step {step})")
     for start in range(0, len(prompts), batch_size):
         todo = [i for i in range(start, min(start + batch_size, len(prompts))) if keys[i] not in log]
         if not todo:
@@ -78,8 +80,14 @@ def make_judge(section: Any, task: Sequence[dict] = (), complement: Sequence[dic
     for records, answer in ((task, True), (complement, False)):
         for record in list(records)[:section.judge_shots]:
             shots.append(Shot(split_text(record["text"])[1], instruction_value(record["text"], "Summary"), answer))
+    shots_text = ""
+    if section.judge_shots_file:
+        path = Path(section.judge_shots_file)
+        if not path.is_file():
+            raise LlmftError(f"[uft] judge_shots_file: file not found: {path}")
+        shots_text = cached_shots(path.read_text(encoding="utf-8"), section.judge_shots)
     api_key = os.environ.get(section.judge_key_env, "") if section.judge_key_env else ""
-    return EndpointJudge(section.judge_url, section.judge_model, api_key, shots)
+    return EndpointJudge(section.judge_url, section.judge_model, api_key, shots, shots_text=shots_text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,13 +223,29 @@ def _probe_records(section: Any, sets: dict[str, str]) -> list[dict]:
     return records[:section.probe_examples or None]
 
 
+def _probe_train_records(section: Any) -> list[dict]:
+    """[uft] probe_train_set from its start: as many stories as the reference's training draws, at most."""
+    if not section.probe_train_set:
+        return []
+    if not Path(section.probe_train_set).is_file():
+        raise LlmftError(f"[uft] probe_train_set: file not found: {section.probe_train_set}")
+    wanted = section.probe_steps * section.probe_batch if section.probe_training == "reference" \
+        else section.probe_examples
+    records = (r for r in iter_jsonl(section.probe_train_set, what="[uft] probe_train_set")
+               if "story_features" in r or "features" in r)
+    return list(itertools.islice(records, wanted or None))
+
+
 def _probe_rows(log: ResultsLog, model: Any, tokenizer: Any, records: list[dict], section: Any,
                 seed: int) -> dict:
     from llmft.recipes.uft.probes import probe_accuracy
 
     if ("probes-done",) not in log:
+        print(f"probes: {len(section.probe_layers) or 'each'} layer(s), {section.probe_steps} steps each, "
+              f"on {len(records)} stories", file=sys.stderr, flush=True)
         accuracy = probe_accuracy(model, tokenizer, records, section.probe_layers, steps=section.probe_steps,
-                                  lr=section.probe_lr, seed=seed)
+                                  lr=section.probe_lr, seed=seed, training=section.probe_training,
+                                  train_records=_probe_train_records(section), probe_batch=section.probe_batch)
         for layer, by_feature in accuracy.items():
             for feature, value in by_feature.items():
                 log.add(("probe", layer, feature), {"kind": "probe", "layer": layer, "feature": feature,

@@ -78,13 +78,25 @@ class Shot:
     answer: bool
 
 
-def classifier_prompt(story: str, feature: str, shots: Sequence[Shot] = ()) -> str:
-    """The user message: zero-shot without shots, the reference's few-shot prompt with them."""
-    question = QUESTIONS[feature]
-    if not shots:
-        return ZERO_SHOT_PROMPT.format(question=question, story=story.strip())
-    text = "".join(SHOT_PROMPT.format(story=s.story.strip(), reasoning=s.reasoning.strip(),
+def shots_text(shots: Sequence[Shot]) -> str:
+    """Worked examples as the reference writes them into its prompt (and its shots.txt cache)."""
+    return "".join(SHOT_PROMPT.format(story=s.story.strip(), reasoning=s.reasoning.strip(),
                                       answer="Yes" if s.answer else "No") for s in shots)
+
+
+def cached_shots(text: str, n_shots: int) -> str:
+    """The reference's reading of its shots.txt: the first 2 x n_shots blank-line-separated blocks, rejoined
+    (a story holding a blank line therefore takes two blocks)."""
+    return "\n\n".join(text.split("\n\n")[:n_shots * 2])
+
+
+def classifier_prompt(story: str, feature: str, shots: Sequence[Shot] = (), examples: str = "") -> str:
+    """The user message: zero-shot without shots, the reference's few-shot prompt with them; `examples`
+    (the text of cached shots) replaces `shots`."""
+    question = QUESTIONS[feature]
+    text = examples or shots_text(shots)
+    if not text:
+        return ZERO_SHOT_PROMPT.format(question=question, story=story.strip())
     return FEW_SHOT_PROMPT.format(question=question, shots=text, story=story.strip())
 
 
@@ -100,15 +112,16 @@ class EndpointJudge:
     """Asks an OpenAI-compatible chat endpoint, one story per request, temperature 0, max 200 tokens."""
 
     def __init__(self, url: str, model: str = "gpt-3.5-turbo", api_key: str = "", shots: Sequence[Shot] = (),
-                 timeout: float = 60.0, retries: int = 3):
+                 timeout: float = 60.0, retries: int = 3, shots_text: str = ""):
         if not url:
             raise LlmftError("[uft] judge = 'endpoint' needs judge_url (an OpenAI-compatible server)")
         self.endpoint = Endpoint(url, model, api_key=api_key, timeout=timeout, max_retries=retries - 1)
         self.shots = list(shots)
+        self.shots_text = shots_text
 
     def __call__(self, stories: Sequence[str], feature: str) -> list[bool]:
         question = QUESTIONS[feature]
-        return [parse_answer(self.ask(classifier_prompt(story, feature, self.shots)), question)
+        return [parse_answer(self.ask(classifier_prompt(story, feature, self.shots, self.shots_text)), question)
                 for story in stories]
 
     def ask(self, prompt: str) -> str:

@@ -2,7 +2,8 @@
 
 As the reference: the input is the story alone (instructions stripped), the probe reads the mean of the
 last 10 token states after a block, one linear map (no bias) per layer to all six features, multi-label
-BCE, scored by per-feature test accuracy.
+BCE, scored by per-feature test accuracy. Training is the reference's by default (AdamW, weight decay 0.1,
+betas 0.9/0.95, clip 1 over all probes together, a fresh batch of stories every step) or full-batch Adam.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from llmft.recipes.uft.checker import FEATURES
 from llmft.recipes.uft.text import split_text
 
 LAST_TOKENS = 10
+# llama2.c's train.py settings, which the reference's probe run (base91M_tw_probe_aws.py) kept.
+REFERENCE_WEIGHT_DECAY, REFERENCE_BETAS, REFERENCE_CLIP = 0.1, (0.9, 0.95), 1.0
 
 
 def default_layers(num_layers: int) -> list[int]:
@@ -89,17 +92,78 @@ def fit_probe(states: Any, labels: Any, train: Sequence[int], test: Sequence[int
     return ((predicted == y[test_idx].bool()).float().mean(0)).tolist()
 
 
-def probe_accuracy(model: Any, tokenizer: Any, records: Sequence[dict], layers: Sequence[int] = (),
-                   features: Sequence[str] = FEATURES, *, test_fraction: float = 0.2, steps: int = 2000,
-                   lr: float = 1e-3, seed: int = 0, batch_size: int = 16) -> dict[int, dict[str, float]]:
-    """{layer: {feature: test accuracy}} of probes on text records (labels: what each story really has)."""
+def fit_probes_minibatch(model: Any, tokenizer: Any, stories: Sequence[str], labels: Any, test_states: dict[int, Any],
+                         test_labels: Any, layers: Sequence[int], *, steps: int = 2000, lr: float = 1e-3,
+                         batch: int = 128, seed: int = 0, batch_size: int = 16) -> dict[int, list[float]]:
+    """The reference's probe training: every step reads the states of `batch` stories not seen before (the
+    pool is reshuffled when used up), sums the layers' BCE losses and takes one AdamW step with the
+    reference's decay, betas and clip; {layer: test accuracy per label}."""
     import torch
 
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    probes = {layer: torch.nn.Linear(test_states[layer].shape[1], labels.shape[1], bias=False) for layer in layers}
+    params = [p for probe in probes.values() for p in probe.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=REFERENCE_BETAS, weight_decay=REFERENCE_WEIGHT_DECAY)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    order: list[int] = []
+    with torch.enable_grad():
+        for _ in range(steps):
+            if len(order) < batch:
+                fresh = list(range(len(stories)))
+                rng.shuffle(fresh)
+                order += fresh
+            chosen, order = order[:batch], order[batch:]
+            states = story_states(model, tokenizer, [stories[i] for i in chosen], layers, batch_size=batch_size)
+            target = labels[chosen].float()
+            loss = sum(loss_fn(probes[layer](states[layer]), target) for layer in layers)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, REFERENCE_CLIP)
+            optimizer.step()
+    with torch.no_grad():
+        return {layer: ((probes[layer](test_states[layer].float()) > 0) == test_labels.bool()).float().mean(0).tolist()
+                for layer in layers}
+
+
+def feature_labels(records: Sequence[dict], features: Sequence[str]) -> Any:
+    """[records, features] 0/1: what each story really has."""
+    import torch
+
+    return torch.tensor([[float(f in record.get("story_features", record.get("features", [])))
+                          for f in features] for record in records])
+
+
+def probe_accuracy(model: Any, tokenizer: Any, records: Sequence[dict], layers: Sequence[int] = (),
+                   features: Sequence[str] = FEATURES, *, test_fraction: float = 0.2, steps: int = 2000,
+                   lr: float = 1e-3, seed: int = 0, batch_size: int = 16, training: str = "full-batch",
+                   train_records: Sequence[dict] = (), probe_batch: int = 128) -> dict[int, dict[str, float]]:
+    """{layer: {feature: test accuracy}} of probes on text records (labels: what each story really has).
+
+    training "full-batch": Adam on all training states at once; "reference": see fit_probes_minibatch.
+    With `train_records` the probes train on those and test on all `records`; else an 80/20 split.
+    """
     layers = list(layers) or default_layers(model.config.num_hidden_layers)
     stories = [split_text(record["text"])[1] for record in records]
-    labels = torch.tensor([[float(f in record.get("story_features", record.get("features", [])))
-                            for f in features] for record in records])
-    train, test = split_indices(len(records), test_fraction, seed)
+    labels = feature_labels(records, features)
+    if train_records:
+        train, test = [], list(range(len(records)))
+        train_stories = [split_text(record["text"])[1] for record in train_records]
+        train_labels = feature_labels(train_records, features)
+    else:
+        train, test = split_indices(len(records), test_fraction, seed)
+        train_stories, train_labels = [stories[i] for i in train], labels[train]
+    if training == "reference":
+        test_states = story_states(model, tokenizer, [stories[i] for i in test], layers, batch_size=batch_size)
+        per_layer = fit_probes_minibatch(model, tokenizer, train_stories, train_labels, test_states, labels[test],
+                                         layers, steps=steps, lr=lr, batch=probe_batch, seed=seed,
+                                         batch_size=batch_size)
+        return {layer: dict(zip(features, per_layer[layer], strict=True)) for layer in layers}
+    if train_records:  # full batch over the training stories, then the probe set as the test split
+        import torch
+
+        train, test = list(range(len(train_stories))), list(range(len(train_stories), len(train_stories) + len(stories)))
+        stories, labels = train_stories + stories, torch.cat([train_labels, labels])
     states = story_states(model, tokenizer, stories, layers, batch_size=batch_size)
     accuracy = {}
     for layer in layers:

@@ -41,6 +41,9 @@ class UftConfig:
     judge_model: str = "gpt-3.5-turbo"
     judge_key_env: str = "OPENAI_API_KEY"  # environment variable holding the API key ("" = none)
     judge_shots: int = 2  # few-shot examples per answer from the task/complement sets; 0 = zero-shot
+    # A file in the reference's shots.txt form (worked examples separated by blank lines): its first
+    # 2 x judge_shots blank-line-separated blocks are the prompt's examples, as the reference reads its cache.
+    judge_shots_file: str = ""
     # Reference's recovery-curve steps are [0, 30, 270, 3000]; [] = no curve. Step 0 is model.name.
     recovery_steps: list[int] = field(default_factory=list)
     # Linear probes on the frozen model (story only, mean of the last 10 token states).
@@ -50,6 +53,13 @@ class UftConfig:
     probe_layers: list[int] = field(default_factory=list)  # [] = after each block but the last
     probe_steps: int = 2000
     probe_lr: float = 1e-3
+    # "reference": AdamW (weight decay 0.1, betas 0.9/0.95), clip 1, probe_batch fresh stories a step;
+    # "full-batch": Adam on all the training split's states at every step.
+    probe_training: Literal["reference", "full-batch"] = "reference"
+    probe_batch: int = 128
+    # The stories the probes train on (the reference: pretrain-all's train split, read from the start, at most
+    # probe_steps x probe_batch); they then test on all probe_set records. "" = 80/20 split of probe_set.
+    probe_train_set: str = ""
 
 
 def _options() -> list[click.Parameter]:
