@@ -53,7 +53,8 @@ def test_models_completion_chat_and_usage(tokenizer):
     with serving(create_app([a, b])) as url:
         api = client(url)
         assert [m.id for m in api.models.list().data] == ["a", "b"]
-        assert httpx.get(f"{url}/health").json() == {"status": "ok", "models": ["a", "b"], "queued": 0}
+        assert httpx.get(f"{url}/health").json() == {"status": "ok", "models": ["a", "b"], "queued": 0,
+                                                   "running": 0}
         done = api.completions.create(model="a", prompt="abc", max_tokens=30, temperature=0)
         assert done.choices[0].text == "CBA done" and done.choices[0].finish_reason == "stop"
         # usage: the char tokenizer counts BOS + 3 prompt tokens and 8 completion tokens.

@@ -36,6 +36,7 @@ class Batcher:
         self.max_batch = max_batch
         self.window_s = window_s
         self.batches: list[int] = []  # prompts per batch run, for tests and logs
+        self.running = 0  # prompts in the batch being generated now
         self._queue: list[_Item] = []
         self._cond = threading.Condition()
         self._stopping = False
@@ -98,6 +99,7 @@ class Batcher:
                 continue
             prompts = [p for item in live for p in item.prompts]
             self.batches.append(len(prompts))
+            self.running = len(prompts)
             try:
                 results = list(self.run(live[0].key, prompts))
                 if len(results) != len(prompts):
@@ -106,6 +108,8 @@ class Batcher:
                 for item in live:
                     item.future.set_exception(exc)
                 continue
+            finally:
+                self.running = 0
             start = 0
             for item in live:
                 item.future.set_result(results[start:start + len(item.prompts)])

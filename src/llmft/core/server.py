@@ -162,7 +162,8 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, max
 
     @app.get("/health")
     async def health(request: Request) -> dict:
-        return {"status": "ok", "models": list(by_name), "queued": request.app.state.batcher.pending()}
+        batcher = request.app.state.batcher
+        return {"status": "ok", "models": list(by_name), "queued": batcher.pending(), "running": batcher.running}
 
     @app.get("/v1/models")
     async def list_models() -> dict:
