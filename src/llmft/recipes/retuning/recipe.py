@@ -86,20 +86,12 @@ class RetuningRecipe(Recipe):
 
     def decode(self, generator: Generator, prompts: Sequence[str], config: Config, sampling: Sampling,
                **options: Any) -> list[Decoded]:
-        """Recursive runs resolve every `Call:` first (off with recursion=False): the text is the root's
-        completion after its prompt, `extra` holds the answer and the whole trace."""
-        from llmft.core.generation import Decoded
-        from llmft.recipes.retuning.engine import run_direct, run_recursion
+        """Recursive runs resolve every `Call:` first (off with recursion=False): the text is the final
+        answer, `extra` holds the root's transcript and the whole trace (recipes/retuning/decode.py)."""
+        from llmft.recipes.retuning.decode import decode
 
         section = self.section(config)
-        common = {"max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
-                  "seed": sampling.seed}
-        if section.format == "recursive" and options.get("recursion", True):
-            traces = run_recursion(generator, list(prompts), section.task, max_depth=section.max_depth, **common)
-        else:
-            traces = run_direct(generator, list(prompts), section.task, section.format, **common)
-        return [Decoded(trace.completion, {"answer": trace.answer, "error": trace.error, "calls": trace.calls,
-                                           "depth": trace.depth, "steps": trace.steps}) for trace in traces]
+        return decode(generator, prompts, section.task, section.format, section.max_depth, sampling, options)
 
 
 def _make_data_options() -> list[click.Parameter]:
