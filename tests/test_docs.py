@@ -151,6 +151,8 @@ def runnable_here(args: list[str]) -> bool:
         config, _ = load_recipe_config(args[1], [a for a in args[2:] if "=" in a and not a.startswith("-")])
         local_base = is_tiny(config) or Path(config.model.name).is_dir()
         return local_base and Path(config.data.train).is_file()
+    if verb == "serve":
+        return False  # a server runs until stopped: tests/serve start it for real
     if verb in ("eval", "estimate", "export"):
         folders = [args[i + 1] for i, a in enumerate(args) if a == "--adapter"]
         return all(Path(folder).is_dir() for folder in folders)
@@ -231,7 +233,9 @@ def test_readme_first_hour_runs_in_order(fresh_clone: Path, monkeypatch: pytest.
     outputs, parsed = run_readme(first_hour, fresh_clone, monkeypatch)
     # Everything else ran; `llmft estimate` documents a run of the reader's own (runs/meta: a meta-initialisation
     # trained on several tasks), which no README command makes.
-    assert [c.split()[0] for c in parsed if "runs/meta/" not in c] == ["torchrun", "accelerate"], parsed
+    # `llmft serve` runs until stopped (tests/serve start it for real): parsed only.
+    assert [c.split()[0] for c in parsed if "runs/meta/" not in c and not c.startswith("llmft serve")] == [
+        "torchrun", "accelerate"], parsed
     assert (fresh_clone / "runs/sft-tiny/final/llmft.toml").is_file()
     assert (fresh_clone / "runs/sft-tiny/summary.md").is_file() and (fresh_clone / "runs/sft-tiny/loss.png").is_file()
     assert (fresh_clone / "runs/sft-mydata/final").is_dir()
