@@ -20,13 +20,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev,quant]"
 	touch $(STAMP)
 
+# `llmft` lives in .venv/bin: a make target cannot change its caller's PATH, so it says how (README, first lines).
+ACTIVATE := @echo "llmft is installed in $(VENV): run 'source $(VENV)/bin/activate' to put llmft on your PATH"
+
 install: $(STAMP)
+	$(ACTIVATE)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
+	$(ACTIVATE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	$(ACTIVATE)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -30,7 +32,11 @@ class LlmftGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LlmftError as exc:
-            raise UserError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            _tell_launcher(f"error: {line}")
+            if os.environ.get("RANK", "0") != "0":
+                sys.exit(UserError.exit_code)  # under torchrun/accelerate: the error is printed once, by rank 0
+            raise UserError(line) from None
         except OSError as exc:
             # The machine's limits, not a bug: a full disk, a read-only or forbidden path.
             if exc.errno not in ENVIRONMENT_ERRORS:
@@ -39,18 +45,33 @@ class LlmftGroup(click.Group):
             raise UserError(f"{exc.strerror or exc}{where}") from None
 
 
+def _tell_launcher(message: str) -> None:
+    """Under torchrun (and accelerate's multi-process launch) the failure summary shows this line as the
+    process's error instead of "To enable traceback see: ..." (torch elastic's error-file protocol)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path and not os.path.exists(path):
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"message": {"message": message, "extraInfo": {"py_callstack": message,
+                                                                    "timestamp": str(int(time.time()))}}}, handle)
+
+
 @click.group(cls=LlmftGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="llmft")
-def cli() -> None:
+@click.option("--verbose", is_flag=True, help="Show third-party progress bars and warnings (hidden by default).")
+def cli(verbose: bool) -> None:
     """Fine-tune language models the way five papers did.
 
     \b
-    llmft make-data retuning --task addition --format recursive
+    llmft make-data retuning --task addition --format recursive --min-size 3 --max-size 5 --n 20000 --no-resample
     llmft train recipes/retuning-addition-tiny.toml
     llmft eval --adapter runs/retuning-addition-tiny/final
-    llmft export --adapter runs/retuning-addition-tiny/final --out merged/
+    llmft export --adapter runs/retuning-addition-tiny/final --out exported/retuning-addition-tiny
+    llmft recipes
     """
+    from llmft.core.quiet import quiet_libraries
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_libraries(verbose)
 
 
 def _register() -> None:
@@ -58,6 +79,8 @@ def _register() -> None:
     from llmft.commands.eval import eval_command
     from llmft.commands.export import export_command
     from llmft.commands.make_data import make_data_group
+    from llmft.commands.recipes import recipes_command
+    from llmft.commands.serve import serve_command
     from llmft.commands.train import train_command
 
     cli.add_command(make_data_group)
@@ -65,6 +88,10 @@ def _register() -> None:
     cli.add_command(eval_command)
     cli.add_command(export_command)
     cli.add_command(estimate_command)
+    cli.add_command(recipes_command)
+    cli.add_command(serve_command)
+    for command in cli.commands.values():  # the whole first line in `llmft --help`, wrapped, not cut off
+        command.short_help = command.short_help or (command.help or "").strip().splitlines()[0]
 
 
 _register()

@@ -24,7 +24,7 @@ def eval_command(folders: tuple[str, ...], backend: str | None, out: str | None,
     \b
     llmft eval --adapter runs/sft-tiny/final
     llmft eval --adapter runs/sft-tiny/final eval.max_examples=50 eval.batch_size=32
-    llmft eval --adapter runs/add-rec/final --adapter runs/add-base/final --out compare/
+    llmft eval --adapter runs/sft-tiny/final --adapter runs/sft-lr1e-3/final --out compare/
     """
     from llmft.core.evaluation import evaluate_folder, metrics_table
     from llmft.core.inference import read_run_config
@@ -44,9 +44,13 @@ def eval_command(folders: tuple[str, ...], backend: str | None, out: str | None,
         click.echo(f"{label}: results in {eval_dir}")
     click.echo(metrics_table(results))
     if len(folders) > 1:
+        compare_dir = Path(out or "eval-compare")
+        compare_dir.mkdir(parents=True, exist_ok=True)
+        runs.atomic_write_text(compare_dir / "metrics.txt", metrics_table(results) + "\n")
+        click.echo(f"comparison table: {compare_dir / 'metrics.txt'}")
         if len({recipe.name for recipe in recipes}) > 1:
             click.echo("no comparison plot: the runs come from different recipes")
             return
-        plot = recipes[0].compare(results, Path(out or "eval-compare"))
+        plot = recipes[0].compare(results, compare_dir)
         if plot is not None:
             click.echo(f"comparison plot: {plot}")

@@ -56,8 +56,9 @@ def _recipe_command(recipe: Any) -> click.Command:
         if show:
             _show(recipe, paths["train"], show, show_config)
 
-    return click.Command(recipe.name, callback=run, params=params, help=f"{recipe.summary}",
-                         epilog=f"Example: llmft make-data {recipe.name} --show 3")
+    example = getattr(recipe, "example", "") or f"llmft make-data {recipe.name} --show 3"
+    return click.Command(recipe.name, callback=run, params=params, help=recipe.summary, short_help=recipe.summary,
+                         epilog=f"Example: {example}")
 
 
 def _is_file(value: Any) -> bool:
@@ -99,6 +100,6 @@ def _show(recipe: Any, train_path: Path, count: int, config_file: str | None) ->
 make_data_group = RecipeCommands(
     "make-data",
     help="Write a recipe's training and evaluation data as JSONL.\n\n"
-         "\b\nllmft make-data retuning --task addition --format recursive --max-size 5\n"
-         "llmft make-data sft --toy reverse --n 2000 --show 2",
+         "\b\nllmft make-data retuning --task addition --format recursive --min-size 3 --max-size 5 --n 20000 "
+         "--no-resample\nllmft make-data sft --toy reverse --n 2000 --show 2",
 )

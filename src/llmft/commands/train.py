@@ -43,7 +43,11 @@ def train_command(config_file: str, overrides: tuple[str, ...], dry_run: bool, r
     from llmft.core.trainer import train
 
     result = train(config, recipe, resume=resume, overwrite=overwrite, progress=not no_progress)
-    click.echo(f"trained {result.steps} steps, final loss {result.final_loss:.4f} -> {result.output_dir}/final")
+    if not result.main:
+        return  # under torchrun/accelerate the main process reports
+    held_out = f", held-out loss {result.eval_losses[max(result.eval_losses)]:.4f}" if result.eval_losses else ""
+    click.echo(f"trained {result.steps} steps, final loss {result.final_loss:.4f}{held_out} -> "
+               f"{result.output_dir}/final (summary: {result.output_dir}/summary.md)")
 
 
 def _resumed_config(given: Config, overrides: list[str], allow_changes: bool) -> Config:

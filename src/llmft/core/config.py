@@ -86,6 +86,7 @@ class DataConfig:
 
     train: str = ""
     eval: str = ""
+    heldout: str = ""  # the file scored for the held-out loss during training (train.eval_steps); "" = eval
     max_length: int = 1024  # longer examples are cut: the prompt's start first, the EOS always stays
     # "rows": best-fit-decreasing packing into rows of pack_length tokens with per-example position_ids;
     # "group": batches of similar length; "none": random padded batches.
@@ -125,6 +126,10 @@ class TrainConfig:
     save_steps: int = 0  # 0 = only the final adapter/model
     save_total_limit: int = 2
     logging_steps: int = 10
+    # Held-out loss on data.eval every N steps (and at the end); -1 = about 10 times a run whenever data.eval
+    # holds prompt/completion or text records (or ones the recipe tokenises); 0 = off.
+    eval_steps: int = -1
+    eval_examples: int = 256  # held-out records scored each time (the first N of data.eval); 0 = all
     bf16: Literal["auto", "true", "false"] = "auto"
     # Lightning-style precision; "" = decided by `bf16`. "bf16-true" casts the weights to bf16, the "-mixed"
     # ones keep fp32 weights and autocast; "16-mixed" (fp16 with loss scaling) needs a CUDA GPU.
@@ -284,7 +289,7 @@ _BOUNDS = [
     ("train", "max_grad_norm", 0, True), ("data", "max_length", 2, True), ("data", "pack_length", 2, True),
     ("eval", "batch_size", 1, True), ("eval", "max_new_tokens", 1, True), ("eval", "num_beams", 1, True),
     ("eval", "temperature", 0, True), ("eval", "max_examples", 0, True), ("adapter", "r", 1, True),
-    ("adapter", "alpha", 1, True),
+    ("adapter", "alpha", 1, True), ("train", "eval_steps", -1, True), ("train", "eval_examples", 0, True),
 ]
 
 

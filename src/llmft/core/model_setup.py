@@ -20,6 +20,8 @@ class TrainingHooks(Protocol):
 
     def tokenize(self, record: dict, tokenizer: Any, config: Config) -> TokenizedExample | None: ...
 
+    def token_init(self, config: Config, tokenizer: Any) -> dict[str, list[int]]: ...
+
 
 def training_texts(path: str) -> list[str]:
     """Every string a tokenizer trained for this data must cover."""
@@ -76,6 +78,14 @@ def training_examples(config: Config, recipe: TrainingHooks, tokenizer: Any, lim
                          lambda record: recipe.tokenize(record, tokenizer, config), limit=limit)
 
 
+def initial_rows(config: Config, recipe: TrainingHooks, tokenizer: Any) -> dict[int, list[int]]:
+    """{new token id: ids whose rows it starts from}, from the recipe's token_init (optional hook)."""
+    token_init = getattr(recipe, "token_init", None)
+    if token_init is None:
+        return {}
+    return {tokenizer.convert_tokens_to_ids(token): ids for token, ids in token_init(config, tokenizer).items()}
+
+
 def build_rows(config: Config, recipe: TrainingHooks, tokenizer: Any, seq2seq: bool = False) -> list[Row]:
     """Training examples packed into rows (or one per row), as [data] says; encoder-decoder rows unpacked."""
     if seq2seq:
@@ -102,10 +112,17 @@ def row_widths(config: Config, widest: int = 0) -> list[int]:
 
 
 def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
-                barrier: Callable[[], None]) -> Any:
-    """Base model (hub, local, tiny from config, or an init_from run merged), resized, wrapped in its adapter."""
+                barrier: Callable[[], None], initial_rows: dict[int, list[int]] | None = None) -> Any:
+    """Base model (hub, local, tiny from config, or an init_from run merged), resized, wrapped in its adapter.
+    `initial_rows` {new id: source ids}: new rows start as the mean of those rows (not after init_from)."""
     from llmft.core.adapters import apply_adapter, keeps_base, trainable_summary
-    from llmft.core.models import build_tiny_model, is_tiny, load_pretrained, resize_embeddings
+    from llmft.core.models import (
+        build_tiny_model,
+        init_token_rows,
+        is_tiny,
+        load_pretrained,
+        resize_embeddings,
+    )
 
     quantize = config.adapter.method == "qlora"
     base_dir = Path(config.train.output_dir) / runs.BASE_MODEL_DIR
@@ -126,6 +143,8 @@ def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
     else:
         model = load_pretrained(config.model.name, config, quantize_4bit=quantize)
     resize_embeddings(model, len(tokenizer))
+    if initial_rows and not config.adapter.init_from:  # an init_from base already holds trained rows
+        init_token_rows(model, initial_rows)
     model.config.use_cache = False
     model = apply_adapter(model, config, new_ids)
     trainable, total = trainable_summary(model)

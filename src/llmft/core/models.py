@@ -194,3 +194,17 @@ def resize_embeddings(model: Any, size: int) -> list[int]:
             if layer is not None and layer.weight.shape[0] == size:
                 layer.weight[old:] = layer.weight[:old].float().mean(0).to(layer.weight.dtype)
     return list(range(old, size))
+
+
+def init_token_rows(model: Any, sources: dict[int, list[int]]) -> None:
+    """Set each new token's input row and (untied) output row to the mean of its source tokens' rows,
+    e.g. a recipe's planning token starting from the literal word's embedding."""
+    import torch
+
+    with torch.no_grad():
+        for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if layer is None:
+                continue
+            weight = layer.weight
+            for new, ids in sources.items():
+                weight[new] = weight[ids].float().mean(0).to(weight.dtype)

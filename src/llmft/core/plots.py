@@ -13,8 +13,10 @@ from typing import Any
 def line_plot(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str,
               xlabel: str, ylabel: str, shade: tuple[float, float] | None = None, shade_label: str = "",
               ylim: tuple[float, float] | None = None, symlog_x: bool = False,
-              widths: dict[str, float] | None = None) -> Path:
-    """One line per series (xs, ys); `shade` marks an x range (e.g. the trained sizes)."""
+              widths: dict[str, float] | None = None,
+              right: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None, right_label: str = "") -> Path:
+    """One line per series (xs, ys); `shade` marks an x range (e.g. the trained sizes); `right` series are
+    drawn dashed against a second y axis (e.g. the learning rate beside the loss)."""
     figure, axes = _figure((7, 4))
     if shade is not None:
         axes.axvspan(shade[0], shade[1], color="0.9", label=shade_label or None, zorder=0)
@@ -30,6 +32,12 @@ def line_plot(path: str | Path, series: dict[str, tuple[Sequence[float], Sequenc
         axes.xaxis.get_major_locator().set_params(integer=True)
     if ylim is not None:
         axes.set_ylim(*ylim)
+    if right:
+        twin = axes.twinx()
+        for label, (xs, ys) in right.items():
+            twin.plot(list(xs), list(ys), linestyle="--", color="0.5")
+            axes.plot([], [], linestyle="--", color="0.5", label=label)  # one legend for both axes
+        twin.set_ylabel(right_label)
     return _finish(figure, axes, path, title, xlabel, ylabel, legend=bool(series))
 
 

@@ -33,6 +33,8 @@ class ResultsLog:
             discard_if_changed(self.path, settings)
         self._log = AppendLog(self.path)
         self._rows: dict[Hashable, dict] = {}
+        self._progress: Any = None
+        self._tracked: set = set()
         for row in self._log.records:
             key = _key(row.get(KEY))
             if key is not None:
@@ -45,6 +47,8 @@ class ResultsLog:
         self.close()
 
     def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
         self._log.close()
 
     def __contains__(self, key: Hashable) -> bool:
@@ -53,12 +57,20 @@ class ResultsLog:
     def get(self, key: Hashable) -> dict | None:
         return self._rows.get(_key(key))
 
-    def todo(self, keys: Iterable[Hashable]) -> list:
-        """The keys without a row yet, in the given order; says once what a resumed run picks up."""
+    def todo(self, keys: Iterable[Hashable], desc: str = "eval") -> list:
+        """The keys without a row yet, in the given order; says what a resumed run picks up, and shows
+        progress over these keys as their rows are added (a bar, or interval lines off a terminal)."""
+        from llmft.core.progress import Progress
+
         keys = list(keys)
         left = [k for k in keys if _key(k) not in self._rows]
         if len(left) < len(keys) and not self.quiet:
             print(f"resuming: {len(keys) - len(left)} of {len(keys)} done ({self.path})", file=sys.stderr)
+        if self._progress is not None:
+            self._progress.close()
+        self._tracked = {_key(k) for k in left}
+        self._progress = Progress(len(keys), desc, initial=len(keys) - len(left), unit="examples",
+                                  enabled=bool(left) and not self.quiet)
         return left
 
     def add(self, key: Hashable, row: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +78,9 @@ class ResultsLog:
         row = {KEY: key, **{k: v for k, v in row.items() if k != KEY}}
         self._log.append(row)
         self._rows[_key(key)] = row
+        if _key(key) in self._tracked and self._progress is not None:
+            self._tracked.discard(_key(key))
+            self._progress.update(1)
         return row
 
     def items(self) -> list[tuple[Hashable, dict]]:

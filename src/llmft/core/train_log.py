@@ -1,4 +1,5 @@
-"""A training run's log: progress bar, metrics.jsonl (kill-safe, trimmed on resume) and TensorBoard."""
+"""A training run's log: progress (a bar, or interval lines off a terminal), metrics.jsonl (kill-safe,
+trimmed on resume) and TensorBoard."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ class TrainLog:
         runs.atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         self.handle = self.path.open("a", encoding="utf-8")
         if progress:
-            from tqdm.auto import tqdm
+            from llmft.core.progress import Progress
 
-            self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+            self.bar = Progress(total, "train", initial=start, unit="steps")
+            self.bar.postfix = dict.fromkeys(("loss", "lr", "tok_s", "eval_loss"))  # the order they show in
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -39,8 +41,7 @@ class TrainLog:
         if not self.main:
             return
         if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.2e}")
+            self.bar.update(1, loss=loss, lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:,.0f}")
         if step % max(every, 1) == 0 or step == 1:
             record = {"step": step, "loss": loss, "lr": lr, "tokens_per_s": round(tokens_per_second, 1)}
             self.handle.write(json.dumps(record) + "\n")
@@ -50,6 +51,18 @@ class TrainLog:
                 self.writer.add_scalar("train/loss", loss, step)
                 self.writer.add_scalar("train/lr", lr, step)
                 self.writer.add_scalar("train/tokens_per_s", tokens_per_second, step)
+
+    def log_eval(self, step: int, eval_loss: float) -> None:
+        """The held-out loss at `step`: metrics.jsonl, TensorBoard `eval/loss`, and beside the progress."""
+        if not self.main:
+            return
+        if self.bar is not None:
+            self.bar.update(0, eval_loss=eval_loss)
+        self.handle.write(json.dumps({"step": step, "eval_loss": eval_loss}) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        if self.writer is not None:
+            self.writer.add_scalar("eval/loss", eval_loss, step)
 
     def close(self) -> None:
         if not self.main:

@@ -22,14 +22,18 @@ from llmft.core import checkpoints, runs
 from llmft.core.config import Config, config_to_toml
 from llmft.core.data import IGNORE, batch_order, collate
 from llmft.core.errors import LlmftError
+from llmft.core.heldout import eval_interval, heldout_examples, heldout_loss
 from llmft.core.model_setup import (
     TrainingHooks,
     build_rows,
     extra_tokens,
+    initial_rows,
     row_widths,
     run_tokenizer,
     setup_model,
 )
+from llmft.core.progress import note_large_file
+from llmft.core.run_summary import write_summary
 from llmft.core.scoring import token_loss_sum
 from llmft.core.seq2seq import collate_seq2seq, is_seq2seq
 from llmft.core.train_log import TrainLog
@@ -45,6 +49,8 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     tokens_per_second: float = 0.0
     trained_on: list[int] = field(default_factory=list)  # row indices this process saw (for DDP checks)
+    eval_losses: dict[int, float] = field(default_factory=dict)  # held-out loss by step (train.eval_steps)
+    main: bool = True  # the main process (the one that reports)
 
 
 def train(
@@ -98,14 +104,18 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
 
     output_dir = Path(config.train.output_dir)
     main, barrier = accelerator.is_main_process, accelerator.wait_for_everyone
+    if main:
+        note_large_file(config.data.train, "data.train")
     tokenizer = run_tokenizer(config, recipe, main, barrier)
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in extra_tokens(config, recipe)]
-    model = setup_model(config, tokenizer, new_ids, main, barrier)
+    model = setup_model(config, tokenizer, new_ids, main, barrier, initial_rows=initial_rows(config, recipe, tokenizer))
     if weight_dtype and config.adapter.method != "qlora":  # a 4-bit base keeps its own dtypes
         model = model.to(getattr(torch, weight_dtype))
     seq2seq = is_seq2seq(model)
     start_id = model.config.decoder_start_token_id if seq2seq else None
     rows = build_rows(config, recipe, tokenizer, seq2seq)
+    # The held-out loss scores decoder-only sequences; encoder-decoder runs skip it.
+    held_out = [] if seq2seq else heldout_examples(config, recipe, tokenizer)
     packed = config.data.packing == "rows"
     world, rank = accelerator.num_processes, accelerator.process_index
     widths = row_widths(config, max(len(row.input_ids) for row in rows))
@@ -122,6 +132,8 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
             f"grad_accum {config.train.grad_accum} x {world} processes; lower them or add data"
         )
     total_steps = config.train.max_steps or math.ceil(config.train.epochs * steps_per_epoch)
+    eval_every = eval_interval(config, total_steps, held_out)
+    eval_tokens = config.train.batch_size * max(len(row.input_ids) for row in rows)  # a training batch's size
     horizon = config.train.lr_schedule_steps or total_steps
     if horizon < total_steps:
         raise LlmftError(f"train.lr_schedule_steps ({horizon}) is shorter than the run ({total_steps} steps)")
@@ -142,6 +154,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     model.train()
     losses: list[float] = []
     seen: list[int] = []
+    eval_losses: dict[int, float] = {}
     started, real_tokens = time.perf_counter(), 0
     while step < total_steps:
         epoch, index = divmod(step, steps_per_epoch)
@@ -180,6 +193,9 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
         if not math.isfinite(loss):
             raise LlmftError(f"step {step}: loss is {loss}; lower train.learning_rate or check the data")
         losses.append(loss)
+        if eval_every and (step % eval_every == 0 or step == total_steps):
+            eval_losses[step] = heldout_loss(model, held_out, tokenizer.pad_token_id, accelerator, eval_tokens)
+            logger.log_eval(step, eval_losses[step])
         elapsed = time.perf_counter() - started
         logger.log(step, loss, scheduler.get_last_lr()[0], real_tokens * world / max(elapsed, 1e-9),
                    config.train.logging_steps)
@@ -188,12 +204,14 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
                              optimizer, scheduler, step)
         if stop_after_step and step >= stop_after_step:
             logger.close()
-            return TrainResult(output_dir, step, loss, losses, 0.0, seen)
+            return TrainResult(output_dir, step, loss, losses, 0.0, seen, eval_losses, main)
     checkpoints.save(accelerator, model, tokenizer, config, runs.FINAL_NAME, step=step)
     logger.close()
     elapsed = time.perf_counter() - started
+    if main:
+        write_summary(output_dir, config, step, elapsed, real_tokens * world / max(elapsed, 1e-9))
     return TrainResult(output_dir, step, losses[-1] if losses else float("nan"), losses,
-                       real_tokens * world / max(elapsed, 1e-9), seen)
+                       real_tokens * world / max(elapsed, 1e-9), seen, eval_losses, main)
 
 
 def _optimizer(model: Any, config: Config, total_steps: int) -> tuple[Any, Any]:

@@ -2,6 +2,7 @@
 
 from llmft.recipes import (
     cot_teacher,  # noqa: F401
+    memreason,  # noqa: F401
     retuning,  # noqa: F401
     sft,  # noqa: F401
     squad,  # noqa: F401

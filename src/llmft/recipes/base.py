@@ -29,6 +29,7 @@ class Recipe(Protocol):
 
     name: str
     summary: str  # one line, shown by `llmft make-data --help`
+    example: str = ""  # a `llmft make-data <name> ...` line that works offline (the sub-command's --help)
     config_section: type | None = None  # dataclass of the recipe's own TOML section `[<name>]`
 
     def make_data_params(self) -> list[click.Parameter]:
@@ -42,6 +43,11 @@ class Recipe(Protocol):
     def special_tokens(self, config: Config) -> list[str]:
         """Tokens the recipe adds to the tokenizer (their embedding rows train)."""
         return []
+
+    def token_init(self, config: Config, tokenizer: Any) -> dict[str, list[int]]:
+        """{added token: token ids} whose input/output rows (averaged) a new token's rows start from;
+        {} = core's default (the mean of all old rows)."""
+        return {}
 
     def tokenize(self, record: dict, tokenizer: Any, config: Config) -> TokenizedExample | None:
         """Recipe-specific tokenisation with its loss mask, or None for core's prompt/completion/text rule."""

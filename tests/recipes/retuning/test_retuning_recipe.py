@@ -175,8 +175,8 @@ def test_decode_returns_the_root_transcript(tmp_path: Path):
     record = {"task": "addition", "format": "recursive", "size": 4, "prompt": "1234 + 0578\nSolution: "}
     run = config_from_dict({"recipe": "retuning", "retuning": {"task": "addition"}})
     (decoded,) = get_recipe("retuning").decode(Teacher([record], 4), ["1234 + 0578\nSolution: "], run, Sampling())
-    assert decoded.text == "Call: 234 + 578\nReturn: Carry 0, Output 812\nAnswer: Carry 0, Output 1812"
-    assert decoded.extra["answer"] == "1812" and decoded.extra["calls"] >= 1
+    assert decoded.text == decoded.extra["answer"] == "1812" and decoded.extra["calls"] >= 1
+    assert decoded.extra["transcript"] == "Call: 234 + 578\nReturn: Carry 0, Output 812\nAnswer: Carry 0, Output 1812"
 
 
 def test_config_section_and_presets():

@@ -34,8 +34,15 @@ class RetuningConfig:
     max_depth: int = 0
 
 
+# What `make-data retuning` without --n writes (measured at the defaults), said before the long silent write.
+FULL_SET_NOTE = {"addition": "304,000 pairs, 3.68M rows after resampling, ~540 MB, about a minute",
+                 "parity": "250,000 lists of up to 21 bits", "dp": "every array of length 2-5"}
+
+
 class RetuningRecipe(Recipe):
     name = "retuning"
+    example = ("llmft make-data retuning --task addition --format recursive --min-size 3 --max-size 5 --n 20000 "
+               "--no-resample --show 1")
     summary = "Re-Tuning (Pasewark et al. 2024): recursive addition, parity and DP; accuracy by size."
     config_section = RetuningConfig
 
@@ -52,6 +59,10 @@ class RetuningRecipe(Recipe):
                              f"got {min_size} and {max_size}")
         if n < 0 or eval_n < 1:
             raise LlmftError(f"make-data retuning: --n must be >= 0 and --eval-n >= 1, got {n} and {eval_n}")
+        if not n and (min_size, max_size) == (low, high) and resample:
+            click.echo(f"make-data retuning: no --n, so this writes the reference's full GPU-size {task} set "
+                       f"({FULL_SET_NOTE.get(task, 'every problem')}); for a CPU run pass e.g. "
+                       "--max-size 5 --n 20000", err=True)
         try:
             train = training_records(task, fmt, random.Random(seed), min_size, max_size, n, resample)
         except ValueError as exc:
@@ -75,20 +86,12 @@ class RetuningRecipe(Recipe):
 
     def decode(self, generator: Generator, prompts: Sequence[str], config: Config, sampling: Sampling,
                **options: Any) -> list[Decoded]:
-        """Recursive runs resolve every `Call:` first (off with recursion=False): the text is the root's
-        completion after its prompt, `extra` holds the answer and the whole trace."""
-        from llmft.core.generation import Decoded
-        from llmft.recipes.retuning.engine import run_direct, run_recursion
+        """Recursive runs resolve every `Call:` first (off with recursion=False): the text is the final
+        answer, `extra` holds the root's transcript and the whole trace (recipes/retuning/decode.py)."""
+        from llmft.recipes.retuning.decode import decode
 
         section = self.section(config)
-        common = {"max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
-                  "seed": sampling.seed}
-        if section.format == "recursive" and options.get("recursion", True):
-            traces = run_recursion(generator, list(prompts), section.task, max_depth=section.max_depth, **common)
-        else:
-            traces = run_direct(generator, list(prompts), section.task, section.format, **common)
-        return [Decoded(trace.completion, {"answer": trace.answer, "error": trace.error, "calls": trace.calls,
-                                           "depth": trace.depth, "steps": trace.steps}) for trace in traces]
+        return decode(generator, prompts, section.task, section.format, section.max_depth, sampling, options)
 
 
 def _make_data_options() -> list[click.Parameter]:

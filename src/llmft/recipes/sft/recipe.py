@@ -28,6 +28,7 @@ class SftRecipe(Recipe):
     name = "sft"
     summary = "Any prompt/completion JSONL (or a toy task); eval = exact match of the completion."
     config_section = SftSection
+    example = "llmft make-data sft --toy caesar --n 2000 --show 3"
 
     def make_data_params(self) -> list[click.Parameter]:
         return [
@@ -87,3 +88,11 @@ class SftRecipe(Recipe):
                                 "correct": correct})
             done = log.rows(range(len(records)))
         return {"exact_match": sum(r["correct"] for r in done) / max(len(done), 1), "n": len(done)}
+
+    def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
+        """Exact match of several runs as bars, one per run."""
+        from llmft.core.plots import bar_plot
+
+        return bar_plot(Path(out_dir) / "exact_match.png", ["exact match"],
+                        {run: [metrics.get("exact_match", 0.0)] for run, metrics in metrics_by_run.items()},
+                        title="sft: exact match on data.eval", ylabel="exact match", ylim=(0, 1))

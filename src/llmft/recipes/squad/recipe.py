@@ -37,6 +37,7 @@ class SquadRecipe(Recipe):
     """llama-squad: SQuAD v2 as chat prompts answered in JSON, loss on the answer only."""
 
     name = "squad"
+    example = "llmft make-data squad --synthetic 2000 --show 1"
     summary = "SQuAD v2 as chat prompts answered in JSON (llama-squad); --synthetic N works offline."
     config_section = SquadConfig
 

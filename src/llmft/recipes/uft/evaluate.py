@@ -9,6 +9,7 @@ import gc
 import itertools
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def generation_rows(generator: Any, prompts: Sequence[str], feature: str, judge:
                     temperature: float = 1.0, seed: int = 0) -> list[dict]:
     """Sample a story per prompt and judge it; rows already in the log (same step) are kept, not redone."""
     keys = [("generation", step, i) for i in range(len(prompts))]
-    log.todo(keys)
+    log.todo(keys, desc="stories" if step is None else f"stories (recovery step {step})")
     for start in range(0, len(prompts), batch_size):
         todo = [i for i in range(start, min(start + batch_size, len(prompts))) if keys[i] not in log]
         if not todo:
@@ -240,6 +241,8 @@ def _probe_rows(log: ResultsLog, model: Any, tokenizer: Any, records: list[dict]
     from llmft.recipes.uft.probes import probe_accuracy
 
     if ("probes-done",) not in log:
+        print(f"probes: {len(section.probe_layers) or 'each'} layer(s), {section.probe_steps} steps each, "
+              f"on {len(records)} stories", file=sys.stderr, flush=True)
         accuracy = probe_accuracy(model, tokenizer, records, section.probe_layers, steps=section.probe_steps,
                                   lr=section.probe_lr, seed=seed, training=section.probe_training,
                                   train_records=_probe_train_records(section), probe_batch=section.probe_batch)

@@ -1,0 +1,227 @@
+"""Load run folders for serving: the base model once, every adapter on it under its own name (PEFT
+`load_adapter`), one Generator per name that switches to its adapter (`set_adapter`) before generating."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmft.core import runs
+from llmft.core.config import Config, SectionTypes
+from llmft.core.errors import LlmftError
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass
+class LoadedRun:
+    """One served name: its folder, run config (defaults for a plain PEFT folder) and generator."""
+
+    name: str
+    folder: Path
+    config: Config
+    generator: Any
+    base: str
+
+
+def parse_adapter_spec(spec: str) -> tuple[str, Path]:
+    """`NAME=DIR` or `DIR` (named after the run: runs/x/final -> x, runs/x/checkpoint-N -> x-checkpoint-N)."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = "", spec
+    folder = Path(path)
+    if not name:
+        name = folder.resolve().name
+        if name == runs.FINAL_NAME:
+            name = folder.resolve().parent.name
+        elif name.startswith(runs.CHECKPOINT_PREFIX):
+            name = f"{folder.resolve().parent.name}-{name}"
+    if not name.strip():
+        raise LlmftError(f"--adapter {spec}: empty model name")
+    return name, folder
+
+
+def run_config(folder: Path, section_types: SectionTypes | None = None) -> Config:
+    """The folder's llmft.toml (recipe sections typed by `section_types`), or defaults around a plain PEFT
+    adapter's own base model."""
+    from llmft.core.config import config_from_dict, load_config
+    from llmft.core.inference import read_run_config
+
+    if not folder.is_dir():
+        raise LlmftError(f"--adapter: folder not found: {folder}")
+    if (folder / runs.CONFIG_NAME).is_file():
+        read_run_config(folder)  # a clear error for a run's root folder
+        return load_config(folder / runs.CONFIG_NAME, section_types=section_types)
+    if (folder / ADAPTER_CONFIG).is_file():
+        base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path") or ""
+        if not base:
+            raise LlmftError(f"--adapter: {folder / ADAPTER_CONFIG} names no base_model_name_or_path")
+        return config_from_dict({"recipe": "sft", "model": {"name": base}}, source=str(folder),
+                                section_types=section_types)
+    raise LlmftError(f"--adapter: {folder} has neither {runs.CONFIG_NAME} nor {ADAPTER_CONFIG}; "
+                     "is it a llmft final/, checkpoint-N/, export or PEFT adapter folder?")
+
+
+def base_of(folder: Path, config: Config) -> str:
+    """The base model an adapter folder applies to (a resolved path when local); a full model is its own."""
+    from llmft.core.inference import base_model_path, is_adapter
+
+    if not is_adapter(folder):
+        return str(folder.resolve())
+    if not (folder / runs.CONFIG_NAME).is_file():
+        base = config.model.name
+    else:
+        base = base_model_path(folder, config)
+    return str(Path(base).resolve()) if Path(base).exists() else base
+
+
+def _entries(specs: Sequence[str], section_types: SectionTypes | None) -> list[tuple[str, Path, Config, str]]:
+    """(name, folder, config, base) per `--adapter`; a taken name or a second base is a one-line error."""
+    entries: list[tuple[str, Path, Config, str]] = []
+    for spec in specs:
+        name, folder = parse_adapter_spec(spec)
+        if any(name == other for other, *_ in entries):
+            raise LlmftError(f"--adapter {spec}: the name '{name}' is taken; give one with NAME=DIR")
+        config = run_config(folder, section_types)
+        entries.append((name, folder, config, base_of(folder, config)))
+    if not entries:
+        raise LlmftError("--adapter: give at least one run folder")
+    first, base = entries[0][0], entries[0][3]
+    for _, folder, _, other in entries[1:]:
+        if other != base:
+            raise LlmftError(f"--adapter {folder}: its base model {other} differs from {base} ({first}'s); "
+                             "one server serves adapters of one base")
+    return entries
+
+
+def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: SectionTypes | None = None
+              ) -> list[LoadedRun]:
+    """Every `--adapter` on one base loaded once; a second base or a clash of names is a one-line error."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from llmft.core.generation import HFGenerator
+    from llmft.core.inference import is_adapter
+    from llmft.core.models import load_pretrained, resize_embeddings
+
+    entries = _entries(specs, section_types)
+    first_name, first_folder, first_config, base = entries[0]
+    tokenizers = [_tokenizer(folder, base) for _, folder, _, _ in entries]
+    for (_, folder, _, _), tokenizer in zip(entries[1:], tokenizers[1:]):
+        if tokenizer.get_vocab() != tokenizers[0].get_vocab():
+            raise LlmftError(f"--adapter {folder}: its tokenizer differs from {first_name}'s (other tokens); "
+                             "adapters on one base must share the tokenizer")
+    if not is_adapter(first_folder):
+        model = AutoModelForCausalLM.from_pretrained(first_folder, dtype="auto")
+        adapters: list[str | None] = [None]
+    else:
+        quantize = first_config.adapter.method == "qlora"
+        model = load_pretrained(base, first_config, quantize_4bit=quantize)
+        resize_embeddings(model, len(tokenizers[0]))
+        adapters = [f"adapter{i}" for i in range(len(entries))]
+        model = PeftModel.from_pretrained(model, first_folder, adapter_name=adapters[0])
+        for (_, folder, _, _), adapter in zip(entries[1:], adapters[1:]):
+            model.load_adapter(folder, adapter_name=adapter)
+    if torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
+        model = model.to("cuda")
+    model.eval()
+    return [LoadedRun(name, folder, config, AdapterGenerator(HFGenerator(model, tokenizer, batch_size), adapter),
+                      base)
+            for (name, folder, config, base), tokenizer, adapter in zip(entries, tokenizers, adapters)]
+
+
+class AdapterGenerator:
+    """A Generator over a shared PEFT model that activates its own adapter first (one thread generates)."""
+
+    def __init__(self, inner: Any, adapter: str | None):
+        self.inner, self.adapter = inner, adapter
+        self.model, self.tokenizer = inner.model, inner.tokenizer
+
+    def generate(self, prompts: Sequence[str], **kwargs: Any) -> list[str]:
+        if self.adapter is not None:
+            self.model.set_adapter(self.adapter)
+        return self.inner.generate(prompts, **kwargs)
+
+
+def _tokenizer(folder: Path, base: str) -> Any:
+    from transformers import AutoTokenizer
+
+    source = folder if (folder / "tokenizer_config.json").is_file() else base
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as exc:
+        raise LlmftError(f"--adapter {folder}: cannot load a tokenizer from {source}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def context_length(model: Any) -> int:
+    """The model's context window (max_position_embeddings), or 2048 when its config does not say."""
+    if hasattr(model, "max_model_len"):
+        return int(model.max_model_len)
+    config = getattr(model, "config", None)
+    return int(getattr(config, "max_position_embeddings", 0) or 2048)
+
+
+def load_vllm_runs(specs: Sequence[str], max_batch: int = 256, section_types: SectionTypes | None = None
+                   ) -> list[LoadedRun]:
+    """The vLLM backend (CUDA GPU): one `vllm.LLM` over the base with LoRA on; each adapter is a LoRARequest."""
+    from llmft.core.inference import is_adapter
+    from llmft.core.models import cuda_available
+    from llmft.core.vllm_backend import check_adapter_servable, lora_rank_for
+
+    try:
+        import vllm
+    except ImportError:
+        raise LlmftError("--backend vllm needs vLLM, which runs on CUDA GPUs only: on a GPU machine run "
+                         "pip install 'llmft[vllm]', or use --backend hf") from None
+    if not cuda_available():
+        raise LlmftError("--backend vllm needs a CUDA GPU; this machine has none (use --backend hf)")
+    entries = _entries(specs, section_types)
+    base = entries[0][3]
+    adapters = [folder for _, folder, _, _ in entries if is_adapter(folder)]
+    if adapters and len(adapters) != len(entries):
+        raise LlmftError("--backend vllm: serve either adapters of one base or one full model, not both")
+    first = entries[0][1]
+    tokenizer = first if (first / "tokenizer_config.json").is_file() else base
+    kwargs: dict[str, Any] = {"tokenizer": str(tokenizer), "max_num_seqs": max_batch}
+    if adapters:
+        for folder in adapters:
+            check_adapter_servable(folder)
+        rank = max(config.adapter.r for _, _, config, _ in entries)
+        kwargs.update(enable_lora=True, max_loras=len(adapters), max_lora_rank=lora_rank_for(rank))
+    from vllm.lora.request import LoRARequest
+
+    llm = vllm.LLM(model=base, **kwargs)
+    loaded = []
+    for index, (name, folder, config, _) in enumerate(entries):
+        lora = LoRARequest(name, index + 1, str(folder)) if adapters else None
+        loaded.append(LoadedRun(name, folder, config, VLLMLoraGenerator(vllm, llm, lora), base))
+    return loaded
+
+
+class VLLMLoraGenerator:
+    """A Generator over a shared `vllm.LLM`; every prompt carries this name's LoRARequest (None: the base)."""
+
+    def __init__(self, vllm: Any, llm: Any, lora: Any):
+        self._vllm, self.llm, self.lora = vllm, llm, lora
+        self.tokenizer = llm.get_tokenizer()
+        self.model = self  # context_length reads max_model_len from here
+        engine = llm.llm_engine
+        model_config = getattr(engine, "model_config", None) or engine.vllm_config.model_config
+        self.max_model_len = model_config.max_model_len
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 64, stop: Sequence[str] = (),
+                 num_beams: int = 1, temperature: float = 0.0, seed: int = 0, top_p: float = 1.0) -> list[str]:
+        if num_beams > 1:
+            raise LlmftError("num_beams > 1 is not supported by the vLLM backend; use --backend hf")
+        params = self._vllm.SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                           seed=seed, stop=list(stop) or None)
+        outputs = self.llm.generate(list(prompts), params, lora_request=self.lora, use_tqdm=False)
+        return [out.outputs[0].text for out in outputs]
