@@ -62,7 +62,7 @@ def apply_adapter(model: Any, config: Config, new_token_ids: list[int]) -> Any:
         lora_alpha=config.adapter.alpha,
         lora_dropout=config.adapter.dropout,
         target_modules=config.adapter.target_modules,
-        task_type="CAUSAL_LM",
+        task_type="SEQ_2_SEQ_LM" if getattr(model.config, "is_encoder_decoder", False) else "CAUSAL_LM",
         # New tokens always train (as TRL does): an adapter whose new rows stay random cannot work.
         trainable_token_indices=token_layers or None,
     )

@@ -23,6 +23,7 @@ else:  # pragma: no cover
 class TinyModelConfig:
     """Sizes of the Llama built from scratch when `model.name = "tiny"` (random init from `train.seed`)."""
 
+    architecture: Literal["llama", "t5"] = "llama"  # t5: an encoder-decoder (Flan-T5 layout), num_layers each
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4

@@ -50,13 +50,16 @@ def export_merged(folder: str | Path, out: str | Path, dtype: str = "auto", over
     check_destination(folder, out, overwrite)
     config, tokenizer, model = load_for_inference(folder, quantized=False)
     probe = tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"][:, :64].to(next(model.parameters()).device)
+    inputs = {"input_ids": probe}
+    if getattr(model.config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = probe  # an encoder-decoder reads the probe on both sides
     with torch.no_grad():
-        before = model(input_ids=probe).logits.float()
+        before = model(**inputs).logits.float()
     merged = model.merge_and_unload() if is_adapter(folder) else model
     if dtype != "auto":
         merged = merged.to(getattr(torch, dtype))
     with torch.no_grad():
-        after = merged(input_ids=probe).logits.float()
+        after = merged(**inputs).logits.float()
     staged = runs.staging_dir(out)
     try:
         merged.save_pretrained(staged, safe_serialization=True)

@@ -74,7 +74,12 @@ def load_for_inference(folder: str | Path, *, quantized: bool = True) -> tuple[C
         resize_embeddings(base, len(tokenizer))
         model = PeftModel.from_pretrained(base, folder)
     else:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto")
+        from transformers import AutoModelForSeq2SeqLM
+
+        from llmft.core.seq2seq import is_seq2seq_folder
+
+        auto = AutoModelForSeq2SeqLM if is_seq2seq_folder(str(folder)) else AutoModelForCausalLM
+        model = auto.from_pretrained(folder, dtype="auto")
     if torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
         model = model.to("cuda")
     model.eval()

@@ -86,8 +86,15 @@ def initial_rows(config: Config, recipe: TrainingHooks, tokenizer: Any) -> dict[
     return {tokenizer.convert_tokens_to_ids(token): ids for token, ids in token_init(config, tokenizer).items()}
 
 
-def build_rows(config: Config, recipe: TrainingHooks, tokenizer: Any) -> list[Row]:
-    """Training examples packed into rows (or one per row), as [data] says."""
+def build_rows(config: Config, recipe: TrainingHooks, tokenizer: Any, seq2seq: bool = False) -> list[Row]:
+    """Training examples packed into rows (or one per row), as [data] says; encoder-decoder rows unpacked."""
+    if seq2seq:
+        from llmft.core.seq2seq import seq2seq_examples, seq2seq_rows
+
+        if config.data.packing == "rows":
+            raise LlmftError("data.packing = 'rows' packs decoder-only sequences; an encoder-decoder model "
+                             "(T5) needs data.packing = 'group' or 'none'")
+        return seq2seq_rows(seq2seq_examples(config.data.train, tokenizer, config.data.max_length))
     examples = training_examples(config, recipe, tokenizer)
     if config.data.packing == "rows":
         widest = max(config.data.pack_length, max(len(e) for e in examples))

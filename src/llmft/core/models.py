@@ -97,6 +97,10 @@ def build_tiny_model(config: Config, tokenizer: Any) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tiny = config.model.tiny
+    if tiny.architecture == "t5":
+        from llmft.core.seq2seq import build_tiny_t5
+
+        return build_tiny_t5(tiny, tokenizer, config.train.seed)
     intermediate = tiny.intermediate_size or _llama2c_hidden(tiny.hidden_size)
     llama_config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -124,8 +128,10 @@ def _llama2c_hidden(dim: int) -> int:
 
 
 def load_pretrained(path: str, config: Config, quantize_4bit: bool = False) -> Any:
-    """A causal LM from a hub id or folder, optionally 4-bit nf4 (QLoRA)."""
-    from transformers import AutoModelForCausalLM
+    """A causal LM (or an encoder-decoder such as T5) from a hub id or folder, optionally 4-bit nf4 (QLoRA)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from llmft.core.seq2seq import is_seq2seq_folder
 
     check_hub_reachable(path)
     kwargs: dict[str, Any] = {
@@ -137,7 +143,8 @@ def load_pretrained(path: str, config: Config, quantize_4bit: bool = False) -> A
         kwargs["quantization_config"] = qlora_quantization(config)
         kwargs["device_map"] = {"": _device_index()}
     try:
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        auto = AutoModelForSeq2SeqLM if is_seq2seq_folder(path) else AutoModelForCausalLM
+        return auto.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise LlmftError(f"model.name: cannot load '{path}': {str(exc).splitlines()[0]}") from None
 

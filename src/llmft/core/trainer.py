@@ -35,6 +35,7 @@ from llmft.core.model_setup import (
 from llmft.core.progress import note_large_file
 from llmft.core.run_summary import write_summary
 from llmft.core.scoring import token_loss_sum
+from llmft.core.seq2seq import collate_seq2seq, is_seq2seq
 from llmft.core.train_log import TrainLog
 
 
@@ -110,8 +111,11 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     model = setup_model(config, tokenizer, new_ids, main, barrier, initial_rows=initial_rows(config, recipe, tokenizer))
     if weight_dtype and config.adapter.method != "qlora":  # a 4-bit base keeps its own dtypes
         model = model.to(getattr(torch, weight_dtype))
-    rows = build_rows(config, recipe, tokenizer)
-    held_out = heldout_examples(config, recipe, tokenizer)
+    seq2seq = is_seq2seq(model)
+    start_id = model.config.decoder_start_token_id if seq2seq else None
+    rows = build_rows(config, recipe, tokenizer, seq2seq)
+    # The held-out loss scores decoder-only sequences; encoder-decoder runs skip it.
+    held_out = [] if seq2seq else heldout_examples(config, recipe, tokenizer)
     packed = config.data.packing == "rows"
     world, rank = accelerator.num_processes, accelerator.process_index
     widths = row_widths(config, max(len(row.input_ids) for row in rows))
@@ -157,9 +161,10 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
         order = epoch_order(epoch)
         micro = [order[(index * config.train.grad_accum + g) * world + rank]
                  for g in range(config.train.grad_accum)]
-        batches = [collate([rows[i] for i in indices], tokenizer.pad_token_id, packed) for indices in micro]
+        batches = [collate_seq2seq([rows[i] for i in indices], tokenizer.pad_token_id, start_id) if seq2seq
+                   else collate([rows[i] for i in indices], tokenizer.pad_token_id, packed) for indices in micro]
         seen += [i for indices in micro for i in indices]
-        tokens = sum(float((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+        tokens = sum(float((b["labels"][:, 0 if seq2seq else 1:] != IGNORE).sum()) for b in batches)
         if tokens == 0:
             raise LlmftError(f"step {step + 1}: a batch has no trained tokens (check the data's loss mask)")
         # The loss divides by the window's trained tokens, or by its examples (a packed row holds several).
@@ -173,7 +178,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
                 with accelerator.autocast():
                     logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
-                summed = token_loss_sum(logits, batch["labels"])
+                summed = token_loss_sum(logits, batch["labels"], shift=not seq2seq)
                 # DDP averages gradients over ranks: scale so the sum over the window / its denominator results.
                 accelerator.backward(summed * world / window)
             loss_sum += summed.detach()

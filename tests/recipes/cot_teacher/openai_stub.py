@@ -1,0 +1,128 @@
+"""An in-test HTTP server speaking the OpenAI completions and chat formats over any Generator.
+
+Concurrent requests with the same decoding settings (seed included) are answered by one batched `generate`
+call (a server's continuous batching in miniature), so a teacher sending parallel single-prompt requests stays
+fast. A batch closes after `quiet` seconds without a new request and is sorted by prompt. Sampled answers can
+still differ between runs (the Last Letter K=4 students of four miniature runs differed; docs/cot-teacher.md).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class OpenAIStub:
+    """`with OpenAIStub(generator) as url:` serves POST {url}/completions and {url}/chat/completions.
+
+    `requests` records every request body; `fail_after` makes every request after that many answer HTTP 400.
+    """
+
+    def __init__(self, generator: Any, model: str = "teacher", fail_after: int | None = None, quiet: float = 0.25):
+        self.generator = generator
+        self.quiet = quiet
+        self.model = model
+        self.fail_after = fail_after
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        self.pending: queue.Queue = queue.Queue()
+
+    def __enter__(self) -> str:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with stub.lock:
+                    stub.requests.append(body)
+                    refuse = stub.fail_after is not None and len(stub.requests) > stub.fail_after
+                if refuse:
+                    self.reply(400, {"error": {"message": "scripted failure"}})
+                    return
+                try:
+                    self.reply(200, stub.answer(self.path, body))
+                except Exception as exc:
+                    self.reply(400, {"error": {"message": f"generator failed: {exc!r}"}})
+
+            def reply(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.threads = [threading.Thread(target=self.server.serve_forever, daemon=True),
+                        threading.Thread(target=self._batcher, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __exit__(self, *exc: object) -> None:
+        self.pending.put(None)
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _batcher(self) -> None:
+        """Answer queued prompts in batches of equal settings."""
+        while True:
+            first = self.pending.get()
+            if first is None:
+                return
+            items = [first]
+            try:
+                while True:
+                    item = self.pending.get(timeout=self.quiet)
+                    if item is None:
+                        self.pending.put(None)
+                        break
+                    items.append(item)
+            except queue.Empty:
+                pass
+            groups: dict[str, list] = {}
+            for item in items:
+                groups.setdefault(json.dumps(item[1], sort_keys=True), []).append(item)
+            for group in groups.values():
+                group.sort(key=lambda item: item[0])
+                prompts = [p for item in group for p in item[0]]
+                try:
+                    texts = self.generator.generate(prompts, **group[0][1])
+                except Exception as exc:  # answered as HTTP 400, never left hanging
+                    texts = [exc] * len(prompts)
+                for item in group:
+                    item[2].extend(texts[:len(item[0])])
+                    texts = texts[len(item[0]):]
+                    item[3].set()
+
+    def _generate(self, prompts: list[str], kwargs: dict) -> list[str]:
+        out: list[str] = []
+        done = threading.Event()
+        self.pending.put((prompts, kwargs, out, done))
+        done.wait()
+        if out and isinstance(out[0], Exception):
+            raise out[0]
+        return out
+
+    def answer(self, path: str, body: dict) -> dict:
+        stop = body.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else stop
+        n = body.get("n", 1)
+        kwargs = {"max_new_tokens": body.get("max_tokens", 16), "stop": stop,
+                  "temperature": body.get("temperature", 0.0), "seed": body.get("seed") or 0}
+        if path.endswith("/chat/completions"):
+            texts = self._generate([body["messages"][-1]["content"]] * n, kwargs)
+            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+                       for i, t in enumerate(texts)]
+            return {"id": "chat-1", "object": "chat.completion", "model": self.model, "choices": choices}
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        texts = self._generate([p for p in prompts for _ in range(n)], kwargs)
+        choices = [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)]
+        return {"id": "cmpl-1", "object": "text_completion", "model": self.model, "choices": choices,
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}

@@ -1,0 +1,142 @@
+"""The teacher's two steps, filtering by final answer, diverse samples, and resume after an interruption."""
+
+from collections import Counter
+
+import pytest
+
+from llmft.recipes.cot_teacher.completions import load_completions
+from llmft.recipes.cot_teacher.teacher import TeacherSettings, run_teacher, student_records, teacher_accuracy
+
+
+class ScriptedTeacher:
+    """Answers step 1 with a rationale and step 2 with a final answer chosen by the script; can die mid-run."""
+
+    def __init__(self, answers, die_after=None, history=None):
+        self.answers = answers  # question -> list of final answers, one per completion index
+        self.asked = []
+        self.history = [] if history is None else history  # every prompt any teacher was asked
+        self.calls = 0
+        self.die_after = die_after
+
+    def generate(self, prompts, *, max_new_tokens=64, stop=(), num_beams=1, temperature=0.0, seed=0, top_p=1.0):
+        if self.die_after is not None and self.calls >= self.die_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        self.asked += prompts
+        out = []
+        self.history += prompts
+        for prompt in prompts:
+            question = prompt.split("\n")[0][3:]
+            if prompt.endswith("Therefore, the answer is"):
+                index = int(prompt.split("[sample ")[1].split("]")[0])
+                out.append(f" {self.answers[question][index]}.")
+            else:
+                index = sum(p == prompt for p in self.history) - 1
+                out.append(f" Some reasoning [sample {index}] at T={temperature}.")
+        return out
+
+
+SAMPLES = [{"sample_index": i, "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(5)]
+
+
+def scripted_answers(k):
+    # sample i: completion j right when (i + j) is even
+    return {s["question"]: [s["answer"] if (s["sample_index"] + j) % 2 == 0 else "0" for j in range(k)]
+            for s in SAMPLES}
+
+
+def test_two_steps_and_filtering(tmp_path):
+    teacher = ScriptedTeacher(scripted_answers(1))
+    path = tmp_path / "teacher.json"
+    completions = run_teacher(teacher, SAMPLES, path, task="multiarith", teacher_name="scripted",
+                              settings=TeacherSettings(batch_size=2))
+    assert teacher.asked[0] == "Q: What is 0 + 1?\nA: Let's think step by step."
+    assert teacher.asked[5] == ("Q: What is 0 + 1?\nA: Let's think step by step."
+                                "Some reasoning [sample 0] at T=0.0.\nTherefore, the answer is")
+    assert len(teacher.asked) == 10 and teacher.calls == 6  # 3 batches per step
+    assert load_completions(path) == completions
+    assert completions["metadata"]["completion_key"] == "zs_cot"
+    records = student_records(completions, [0, 1, 2, 3, 4], samples=1, model_type="decoder")
+    assert [r["sample_index"] for r in records] == [0, 2, 4]
+    assert records[1] == {"prompt": "What is 2 + 1? ###",
+                          "completion": " Some reasoning [sample 0] at T=0.0. --> 3",
+                          "sample_index": 2, "completion_index": 0, "answer": "3"}
+    assert teacher_accuracy(completions, [0, 1, 2, 3, 4], [0]) == pytest.approx(3 / 5)
+
+
+def test_diverse_reasoning_keeps_every_correct_sample(tmp_path):
+    teacher = ScriptedTeacher(scripted_answers(4))
+    settings = TeacherSettings(samples=4, temperature=0.7, batch_size=8)
+    completions = run_teacher(teacher, SAMPLES, tmp_path / "t.json", task="multiarith", teacher_name="scripted",
+                              settings=settings)
+    assert completions["metadata"]["completion_key"] == "zs_cot_t70"
+    assert all(len(completions["data"][i]) == 4 for i in range(5))
+    records = student_records(completions, [0, 1, 2, 3, 4], samples=4, model_type="encoder_decoder")
+    assert len(records) == 10  # (i + j) even for half of the 20 samples
+    assert {(r["sample_index"], r["completion_index"]) for r in records} == {
+        (i, j) for i in range(5) for j in range(4) if (i + j) % 2 == 0}
+    assert records[0]["prompt"] == "What is 0 + 1?" and records[0]["completion"].endswith(" --> 1")
+    # Only the first k samples count when fewer are asked for (K=1 from the same file).
+    assert len(student_records(completions, [0, 1, 2, 3, 4], samples=1, model_type="decoder")) == 3
+
+
+def test_resume_asks_nothing_twice(tmp_path):
+    path = tmp_path / "teacher.json"
+    settings = TeacherSettings(samples=2, temperature=0.7, batch_size=3)
+    history = []
+    dying = ScriptedTeacher(scripted_answers(2), die_after=3, history=history)
+    with pytest.raises(KeyboardInterrupt):
+        run_teacher(dying, SAMPLES, path, task="multiarith", teacher_name="scripted", settings=settings)
+    assert len(dying.asked) == 8  # samples 0-4 then 0-2 of the second pass (batches of 3 + 2 + 3)
+    resumed = ScriptedTeacher(scripted_answers(2), history=history)
+    completions = run_teacher(resumed, SAMPLES, path, task="multiarith", teacher_name="scripted", settings=settings)
+    # 10 rationale requests (each question twice: K = 2) + 10 distinct answer prompts; nothing asked again.
+    assert len(history) == 20
+    rationale_prompts = Counter(p for p in history if p.endswith("step."))
+    assert len(rationale_prompts) == 5 and set(rationale_prompts.values()) == {2}
+    assert len({p for p in history if p.endswith("answer is")}) == 10
+    assert {c["reasoning_completion"] for rows in completions["data"].values() for c in rows} == {
+        f" Some reasoning [sample {j}] at T=0.7." for j in (0, 1)}
+    assert all("completion" in c for rows in completions["data"].values() for c in rows)
+    again = ScriptedTeacher(scripted_answers(2))
+    run_teacher(again, SAMPLES, path, task="multiarith", teacher_name="scripted", settings=settings)
+    assert again.asked == []
+
+
+def test_http_teacher_filters_and_resumes(tmp_path):
+    """make-data against an OpenAI-format HTTP server: exactly the right samples kept; a run cut off by
+    server errors resumes without asking anything twice."""
+    from llmft.core.errors import LlmftError
+    from llmft.core.jsonl import read_jsonl
+    from llmft.recipes.cot_teacher.make_data import make_student_data
+    from llmft.recipes.cot_teacher.tasks import default_split, load_dataset
+
+    from .openai_stub import OpenAIStub
+
+    out = tmp_path / "data"
+    make_student_data(out, 0, task="multiarith", n=20, template="ft_token")  # writes dataset.json
+    dataset = load_dataset(out / "dataset.json")
+    train_idx, _ = default_split("multiarith", 20)
+    questions = {s["question"]: s for s in dataset["data"]}
+    # Right for even sample indices at completion 0, for odd ones at completion 1.
+    answers = {q: [s["answer"] if (s["sample_index"] + j) % 2 == 0 else "-1" for j in range(2)]
+               for q, s in questions.items()}
+    history = []
+    common = dict(task="multiarith", n=20, teacher_model="tiny/teacher", samples=2, temperature=0.7, batch_size=4)
+    with OpenAIStub(ScriptedTeacher(answers, history=history), fail_after=9, quiet=0.02) as url:
+        with pytest.raises(LlmftError, match="HTTP 400"):
+            make_student_data(out, 0, teacher=url, **common)
+    with OpenAIStub(ScriptedTeacher(answers, history=history), quiet=0.02) as url:
+        paths = make_student_data(out, 0, teacher=url, **common)
+    assert len(train_idx) == 14
+    # 14 questions x 2 samples: 28 rationale + 28 answer requests in all, none repeated.
+    assert len(history) == 56 and len({p for p in history if p.endswith("answer is")}) == 28
+    records = read_jsonl(paths["train"])
+    assert sorted((r["sample_index"], r["completion_index"]) for r in records) == sorted(
+        (i, i % 2) for i in train_idx)
+    assert all(r["completion"].endswith(f" --> {questions_by_index(dataset)[r['sample_index']]}") for r in records)
+    assert (out / "teacher" / "B_tiny_teacher__C_zs_cot_t70" / "D_multiarith.json").is_file()
+
+
+def questions_by_index(dataset):
+    return {s["sample_index"]: s["answer"] for s in dataset["data"]}
