@@ -54,6 +54,9 @@ def _recipe_command(recipe: Any) -> click.Command:
         for split, path in paths.items():
             click.echo(f"{split}: {path} ({_count_lines(path):,} records)")
         if show:
+            if "train" not in paths:
+                raise LlmftError(f"--show prints training examples, but this make-data {recipe.name} call wrote none "
+                                 f"({', '.join(paths)})")
             _show(recipe, paths["train"], show, show_config)
 
     example = getattr(recipe, "example", "") or f"llmft make-data {recipe.name} --show 3"
