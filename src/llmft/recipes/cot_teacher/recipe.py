@@ -29,6 +29,7 @@ class CotTeacherConfig:
 class CotTeacherRecipe(Recipe):
     name = "cot-teacher"
     summary = "Fine-tune-CoT (Ho et al. 2023): teacher rationales, filtered by answer, train a small student."
+    example = "llmft make-data cot-teacher --task coin_flip --n 200 --format ft_token --show 1"
     config_section = CotTeacherConfig
 
     def make_data_params(self) -> list[click.Parameter]:
