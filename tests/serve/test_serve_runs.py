@@ -152,21 +152,22 @@ def test_cli_serves_and_drains_on_sigterm(two_runs, tmp_path):
                 port = int(match.group(1))
         assert port, "".join(lines)
         answers: list = []
-        # 8 prompts x 16 = 128 rows in chunks of --max-batch 4: seconds of generation, so still running at SIGTERM.
+        # 32 prompts x 16 = 512 rows of 40 tokens in chunks of --max-batch 4: seconds of generation even on an idle
+        # machine (128 rows finished within uvicorn's shutdown tick there), so still running at SIGTERM.
         thread = threading.Thread(target=lambda: answers.append(httpx.post(
-            f"http://127.0.0.1:{port}/v1/completions", timeout=120,
-            json={"model": "shift", "prompt": PROMPTS, "max_tokens": 40, "n": 16})))
+            f"http://127.0.0.1:{port}/v1/completions", timeout=600,
+            json={"model": "shift", "prompt": PROMPTS * 4, "max_tokens": 40, "n": 16})))
         thread.start()
         while httpx.get(f"http://127.0.0.1:{port}/health").json()["running"] == 0 and thread.is_alive():
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
-        thread.join(120)
-        assert proc.wait(60) == 0
+        thread.join(600)
+        assert proc.wait(120) == 0
         log = proc.stderr.read()
     finally:
         proc.kill()
     assert "Waiting for connections to close" in log  # the request was still in flight at SIGTERM
-    assert answers[0].status_code == 200 and len(answers[0].json()["choices"]) == 128
+    assert answers[0].status_code == 200 and len(answers[0].json()["choices"]) == 512
 
 
 def test_cli_warnings_and_one_line_errors(monkeypatch, two_runs):
