@@ -143,8 +143,12 @@ def runnable_here(args: list[str]) -> bool:
 
     verb = args[0]
     if verb == "make-data":
-        return not ("--stories" in args and args[args.index("--stories") + 1] == "hub"
-                    or args[1] == "squad" and "--synthetic" not in args or "--source" in args)
+        # The reader's own downloads (the references' released files) and the hub: parse only.
+        inputs = [args[i + 1] for i, a in enumerate(args[:-1])
+                  if a in ("--input", "--dataset", "--completions", "--source", "--few-shot-prompts")]
+        own_files = any(value == "hub" or not Path(value).exists() for value in inputs)
+        return not (own_files or "--stories" in args and args[args.index("--stories") + 1] == "hub"
+                    or args[1] == "squad" and "--synthetic" not in args or "--teacher" in args)
     if verb == "train":
         if "--dry-run" in args:
             return True
@@ -310,5 +314,6 @@ def test_whole_readme_runs_in_order_on_cpu(tmp_path: Path, monkeypatch: pytest.M
         assert (tmp_path / "runs" / run / "final").is_dir(), (run, parsed)
     for command in parsed:  # only GPU presets, hub data, launchers and another target's runs are left out
         assert re.search(r"torchrun|accelerate|llama|squad$|--source|--stories hub|91m|uft-deletion.toml|runs/meta/|"
-                         r"uft-recovery.toml|uft-recovery-1e-4|retuning-addition-recursive|--backend vllm",
+                         r"uft-recovery.toml|uft-recovery-1e-4|retuning-addition-recursive|--backend vllm|"
+                             r"llmft serve|\.json\b|--teacher|--input hub|gpt2|flan-t5",
                          command), command
