@@ -45,7 +45,7 @@ def main() -> None:
                     time.sleep(1)
                 try:
                     plan = {"paths": paths, "threads": threads, "steps": args.steps,
-                            "out": str(Path(tmp) / f"run-{len(rows)}-{threads}")}
+                            "out": str(Path(tmp) / f"run-{condition[:4]}-{len(rates)}")}
                     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(plan)],
                                           capture_output=True, text=True, check=True, env={**os.environ, **env})
                     rates[name] = json.loads(done.stdout.strip().splitlines()[-1])["tokens_per_s"]

@@ -99,4 +99,9 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
+    # OpenMP threads that sleep instead of spinning while they wait (read when torch loads, so set first): on a
+    # 2-core machine beside another CPU-bound job, torch's 2 spinning threads fell to 56% of the best setting,
+    # passive ones kept 96%, at 91% of the best on an idle machine (bench/threads.py, bench/RESULTS.md).
+    # An OMP_WAIT_POLICY the user set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli.main(prog_name="llmft", args=sys.argv[1:])

@@ -78,3 +78,17 @@ def test_make_data_show_marks_completion(tmp_path):
     assert done.returncode == 0, done.stderr
     shown = [line for line in done.stdout.splitlines() if line.startswith("<s>")]
     assert len(shown) == 1 and shown[0].endswith("=[[ a" + shown[0].split("[[ a")[1]) and shown[0].endswith("</s>]]")
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_entry_point_sets_a_passive_openmp_wait_unless_the_user_chose(given, expected):
+    """Spinning OpenMP threads collapse beside another job (bench/threads.py): the CLI asks for passive waits."""
+    import os
+
+    script = ("import os, sys\nfrom llmft.cli import main\nsys.argv = ['llmft', '--version']\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\nprint(os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == expected
