@@ -58,6 +58,19 @@ def read_jsonl(path: str | Path, *, what: str = "") -> list[Record]:
     return list(iter_jsonl(path, what=what))
 
 
+def read_json(path: str | Path, *, what: str) -> Any:
+    """One JSON document; a missing, non-UTF-8 or malformed file is a one-line LlmftError naming `what`."""
+    path = Path(path)
+    if not path.is_file():
+        raise LlmftError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise LlmftError(f"{path}: not UTF-8 (byte {exc.start}: {exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise LlmftError(f"{path}: not JSON: {exc.msg} (line {exc.lineno})") from None
+
+
 def write_jsonl(path: str | Path, records: Iterable[Record]) -> Path:
     """Write records as JSONL atomically (temp file + rename)."""
     buffer = io.StringIO()

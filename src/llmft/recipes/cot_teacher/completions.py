@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmft.core.errors import LlmftError
+from llmft.core.jsonl import read_json
 from llmft.core.runs import atomic_write_text
 from llmft.recipes.cot_teacher.parsing import is_correct
 
@@ -44,12 +45,7 @@ def completion_path(root: str | Path, base_model: str, completion_key: str, data
 def load_completions(path: str | Path) -> dict[str, Any]:
     """Read a CompletionDataset file (the reference's released files load as they are)."""
     path = Path(path)
-    if not path.is_file():
-        raise LlmftError(f"completion file not found: {path}")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LlmftError(f"{path}: not JSON: {exc.msg} (line {exc.lineno})") from None
+    raw = read_json(path, what="completion file")
     if not isinstance(raw, dict) or not isinstance(raw.get("metadata"), dict) or not isinstance(raw.get("data"), dict):
         raise LlmftError(f"{path}: a CompletionDataset needs a 'metadata' object and a 'data' object")
     if "dataset_key" not in raw["metadata"]:

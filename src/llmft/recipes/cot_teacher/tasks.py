@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llmft.core.errors import LlmftError
+from llmft.core.jsonl import read_json
 from llmft.core.runs import atomic_write_text
 
 # Samples per task in the reference's compiled datasets (the unified `Dataset` JSON files).
@@ -51,12 +52,7 @@ def make_dataset(task: str, samples: Sequence[dict[str, Any]]) -> dict[str, Any]
 def load_dataset(path: str | Path, task: str | None = None) -> dict[str, Any]:
     """Read and check a `Dataset` JSON file (the reference's `dataset/<task>.json`)."""
     path = Path(path)
-    if not path.is_file():
-        raise LlmftError(f"dataset file not found: {path}")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LlmftError(f"{path}: not JSON: {exc.msg} (line {exc.lineno})") from None
+    raw = read_json(path, what="dataset file")
     if not isinstance(raw, dict) or "metadata" not in raw or not isinstance(raw.get("data"), list):
         raise LlmftError(f"{path}: a Dataset file needs 'metadata' and a 'data' list")
     key = raw["metadata"].get("dataset_key")
