@@ -43,10 +43,14 @@ def eval_command(folders: tuple[str, ...], backend: str | None, out: str | None,
         recipes.append(recipe)
         click.echo(f"{label}: results in {eval_dir}")
     click.echo(metrics_table(results))
+    report = recipes[0].report(results) if len({recipe.name for recipe in recipes}) == 1 else ""
+    if report:
+        click.echo(report)
     if len(folders) > 1:
         compare_dir = Path(out or "eval-compare")
         compare_dir.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_text(compare_dir / "metrics.txt", metrics_table(results) + "\n")
+        runs.atomic_write_text(compare_dir / "metrics.txt", metrics_table(results) + "\n"
+                               + (f"\n{report}\n" if report else ""))
         click.echo(f"comparison table: {compare_dir / 'metrics.txt'}")
         if len({recipe.name for recipe in recipes}) > 1:
             click.echo("no comparison plot: the runs come from different recipes")

@@ -31,6 +31,9 @@ class TinyModelConfig:
     intermediate_size: int = 0  # 0 = 4 x hidden_size rounded, like llama2.c
     max_position_embeddings: int = 1024
     rope_theta: float = 10000.0
+    # "rope": rotary positions (Llama's own); "none": no positional encoding (NoPE, Kazemnejad et al. 2023):
+    # causal attention alone tells the order, which generalises to longer inputs than any trained.
+    positions: Literal["rope", "none"] = "rope"
 
 
 @dataclass
@@ -46,6 +49,9 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     chat_template: str = ""  # a Jinja template overriding the tokenizer's own
     trust_remote_code: bool = False
+    # A transformers attention ("sdpa", "eager", ...), or "auto": SDPA, except eager attention for training
+    # batches of rows up to 128 tokens wide, where it is faster on CPU (torch's SDPA backward there costs
+    # about what a 512-wide row does; bench/RESULTS.md, "Rows sized to the examples").
     attn_implementation: str = "sdpa"
     # false: texts and prompts are encoded without BOS (Re-Tuning's add_special_tokens=False); the run's saved
     # tokenizer keeps this, so training, eval and serve agree.
@@ -135,6 +141,10 @@ class TrainConfig:
     # ones keep fp32 weights and autocast; "16-mixed" (fp16 with loss scaling) needs a CUDA GPU.
     precision: Literal["", "32-true", "bf16-mixed", "bf16-true", "16-mixed"] = ""
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    # Randomised positions (Ruoss et al., ACL 2023): > 0 = each training example's position ids are a sorted
+    # random sample of range(random_positions) instead of 0..n-1, so a model meets the relative distances of
+    # longer inputs in training; 0 = off. Inference keeps 0..n-1. Decoder-only models.
+    random_positions: int = 0
 
 
 @dataclass

@@ -281,3 +281,33 @@ def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     if packed:
         batch["position_ids"] = positions
     return batch
+
+
+def randomize_positions(batch: dict[str, Any], span: int, generator: Any, additive: bool) -> dict[str, Any]:
+    """The batch with each example's position ids replaced by a sorted random sample of range(span) and an
+    explicit block-causal mask (transformers finds packed examples from position steps of 1, which random
+    positions no longer have). `additive`: a float mask (eager attention) instead of a boolean one."""
+    import torch
+
+    ids = batch["input_ids"]
+    rows, width = ids.shape
+    positions = batch.get("position_ids")
+    if positions is None:  # unpacked rows: one example per row, then its padding
+        positions = torch.arange(width).expand(rows, width)
+    starts = positions == 0
+    segment = starts.long().cumsum(-1)
+    new_positions = torch.empty_like(positions)
+    for r in range(rows):
+        bounds = starts[r].nonzero().flatten().tolist() + [width]
+        for begin, end in zip(bounds, bounds[1:]):
+            n = end - begin
+            if n > span:
+                raise LlmftError(f"train.random_positions ({span}) is shorter than a {n}-token training row; "
+                                 "raise it above data.max_length")
+            new_positions[r, begin:end] = torch.randperm(span, generator=generator)[:n].sort().values
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = (segment[:, :, None] == segment[:, None, :]) & causal
+    mask = allowed[:, None]
+    if additive:
+        mask = torch.zeros(allowed.shape, dtype=torch.float32)[:, None].masked_fill(~mask, torch.finfo(torch.float32).min)
+    return {**batch, "position_ids": new_positions, "attention_mask": mask}

@@ -91,6 +91,22 @@ def torch_dtype(config: Config) -> Any:
     return getattr(torch, name)
 
 
+# Widest training row for which "auto" attention picks eager over SDPA (measured on CPU, bf16 and fp32).
+EAGER_MAX_WIDTH = 128
+
+
+def loaded_attention(config: Config) -> str:
+    """The attention a model is loaded with: "auto" loads SDPA (the trainer switches per batch)."""
+    return "sdpa" if config.model.attn_implementation == "auto" else config.model.attn_implementation
+
+
+def attention_for_width(model: Any, width: int) -> None:
+    """For "auto" attention: eager for a batch of rows up to EAGER_MAX_WIDTH tokens, SDPA above."""
+    wanted = "eager" if width <= EAGER_MAX_WIDTH else "sdpa"
+    if model.config._attn_implementation != wanted:
+        model.config._attn_implementation = wanted
+
+
 def build_tiny_model(config: Config, tokenizer: Any) -> Any:
     """A Llama from [model.tiny], seeded from train.seed, sized to the tokenizer."""
     import torch
@@ -110,15 +126,28 @@ def build_tiny_model(config: Config, tokenizer: Any) -> Any:
         num_attention_heads=tiny.num_heads,
         num_key_value_heads=tiny.num_kv_heads or tiny.num_heads,
         max_position_embeddings=tiny.max_position_embeddings,
-        rope_theta=tiny.rope_theta,
+        rope_parameters=rope_parameters(tiny),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
-        attn_implementation=config.model.attn_implementation,
+        attn_implementation=loaded_attention(config),
     )
     torch.manual_seed(config.train.seed)
     return LlamaForCausalLM(llama_config)
+
+
+# RoPE with every frequency divided by this is the identity at any position a model reaches (angles < 1e-20):
+# no positional encoding, stored in config.json as a plain linear RoPE so every loader (generate, export, vLLM)
+# reproduces it without code of ours.
+NO_POSITIONS_FACTOR = 1e24
+
+
+def rope_parameters(tiny: Any) -> dict[str, Any]:
+    """Llama's rope_parameters for [model.tiny]: plain RoPE, or none (`positions = "none"`)."""
+    if tiny.positions == "none":
+        return {"rope_type": "linear", "factor": NO_POSITIONS_FACTOR, "rope_theta": tiny.rope_theta}
+    return {"rope_type": "default", "rope_theta": tiny.rope_theta}
 
 
 def _llama2c_hidden(dim: int) -> int:
@@ -137,7 +166,7 @@ def load_pretrained(path: str, config: Config, quantize_4bit: bool = False) -> A
     kwargs: dict[str, Any] = {
         "dtype": torch_dtype(config),
         "trust_remote_code": config.model.trust_remote_code,
-        "attn_implementation": config.model.attn_implementation,
+        "attn_implementation": loaded_attention(config),
     }
     if quantize_4bit:
         kwargs["quantization_config"] = qlora_quantization(config)

@@ -20,7 +20,7 @@ from typing import Any
 
 from llmft.core import checkpoints, runs
 from llmft.core.config import Config, config_to_toml
-from llmft.core.data import IGNORE, batch_order, collate
+from llmft.core.data import IGNORE, batch_order, collate, randomize_positions
 from llmft.core.errors import LlmftError
 from llmft.core.heldout import eval_interval, heldout_examples, heldout_loss
 from llmft.core.model_setup import (
@@ -32,6 +32,7 @@ from llmft.core.model_setup import (
     run_tokenizer,
     setup_model,
 )
+from llmft.core.models import attention_for_width
 from llmft.core.progress import note_large_file
 from llmft.core.run_summary import write_summary
 from llmft.core.scoring import token_loss_sum
@@ -163,6 +164,13 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
                  for g in range(config.train.grad_accum)]
         batches = [collate_seq2seq([rows[i] for i in indices], tokenizer.pad_token_id, start_id) if seq2seq
                    else collate([rows[i] for i in indices], tokenizer.pad_token_id, packed) for indices in micro]
+        if config.model.attn_implementation == "auto" and not seq2seq:
+            attention_for_width(accelerator.unwrap_model(model), max(b["input_ids"].shape[1] for b in batches))
+        if config.train.random_positions and not seq2seq:
+            # Seeded by step: a resumed run draws the same positions.
+            draw = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)
+            eager = accelerator.unwrap_model(model).config._attn_implementation == "eager"
+            batches = [randomize_positions(b, config.train.random_positions, draw, additive=eager) for b in batches]
         seen += [i for indices in micro for i in indices]
         tokens = sum(float((b["labels"][:, 0 if seq2seq else 1:] != IGNORE).sum()) for b in batches)
         if tokens == 0:

@@ -75,6 +75,10 @@ class Recipe(Protocol):
         """A plot comparing several evaluated runs (`llmft eval --adapter A --adapter B`), or None."""
         return None
 
+    def report(self, metrics_by_run: dict[str, dict]) -> str:
+        """A recipe's own table printed after `llmft eval`'s metrics table ("" = none)."""
+        return ""
+
     def section(self, config: Config) -> Any:
         """The run's typed `[<name>]` section (its defaults when the config has none)."""
         if self.config_section is None:

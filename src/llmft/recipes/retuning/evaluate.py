@@ -135,8 +135,37 @@ def summarize(rows: Sequence[dict], train_max_size: int) -> dict[str, Any]:
         "mean_calls": sum(r["calls"] for r in rows) / len(rows),
         "mean_generated_tokens": sum(r["generated_tokens"] for r in rows) / len(rows),
         "accuracy_by_size": {str(size): acc for size, acc in accuracy_by_size(rows).items()},
+        "n_by_size": {str(size): sum(1 for r in rows if r["size"] == size)
+                      for size in sorted({r["size"] for r in rows})},
     })
     return metrics
+
+
+def report_table(metrics_by_run: dict[str, dict]) -> str:
+    """Accuracy by size, one column per run, each size marked as trained or extrapolated (beyond the largest
+    trained size); "" when the runs hold no accuracy_by_size."""
+    runs_ = {run: m for run, m in metrics_by_run.items() if "accuracy_by_size" in m}
+    if not runs_:
+        return ""
+    formats = [m.get("format", "?") for m in runs_.values()]
+    names = formats if len(set(formats)) == len(formats) else list(runs_)
+    train_max = max(int(m.get("train_max_size", 0)) for m in runs_.values())
+    sizes = sorted({int(size) for m in runs_.values() for size in m["accuracy_by_size"]})
+    task = next(iter(runs_.values())).get("task")
+    widths = [max(len(name), 6) for name in names]
+    lines = [f"accuracy by {SIZE_LABELS.get(task, 'problem size')} (trained: sizes <= {train_max})",
+             f"{'size':>4}  {'':<12}" + "".join(f"  {name:>{w}}" for name, w in zip(names, widths, strict=True))
+             + "  problems"]
+    for size in sizes:
+        where = "trained" if size <= train_max else "extrapolated"
+        cells = []
+        for m, w in zip(runs_.values(), widths, strict=True):
+            acc = m["accuracy_by_size"].get(str(size))
+            cells.append(f"  {acc:>{w}.3f}" if acc is not None else f"  {'-':>{w}}")
+        counts = {m.get("n_by_size", {}).get(str(size)) for m in runs_.values()} - {None}
+        lines.append(f"{size:>4}  {where:<12}" + "".join(cells)
+                     + f"  {'/'.join(str(c) for c in sorted(counts)) if counts else '?':>8}")
+    return "\n".join(lines)
 
 
 def plot_accuracy(curves: dict[str, dict[int, float]], path: Path, *, title: str,

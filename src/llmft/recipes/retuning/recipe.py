@@ -84,6 +84,12 @@ class RetuningRecipe(Recipe):
 
         return compare(metrics_by_run, out_dir)
 
+    def report(self, metrics_by_run: dict[str, dict]) -> str:
+        """Accuracy by size with each size marked trained or extrapolated."""
+        from llmft.recipes.retuning.evaluate import report_table
+
+        return report_table(metrics_by_run)
+
     def decode(self, generator: Generator, prompts: Sequence[str], config: Config, sampling: Sampling,
                **options: Any) -> list[Decoded]:
         """Recursive runs resolve every `Call:` first (off with recursion=False): the text is the final
