@@ -42,8 +42,8 @@ def eval_command(folders: tuple[str, ...], backend: str | None, out: str | None,
         results[label] = metrics
         recipes.append(recipe)
         click.echo(f"{label}: results in {eval_dir}")
-    click.echo(metrics_table(results))
     report = recipes[0].report(results) if len({recipe.name for recipe in recipes}) == 1 else ""
+    click.echo(metrics_table(results, nested=not report))
     if report:
         click.echo(report)
     if len(folders) > 1:

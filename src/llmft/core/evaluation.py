@@ -77,9 +77,11 @@ def _files_fingerprint(path: Path) -> list[list]:
             for f in files]
 
 
-def metrics_table(rows: dict[str, dict]) -> str:
-    """A plain-text table of the scalar metrics, one column per run."""
-    rows = {name: _flatten(metrics) for name, metrics in rows.items()}
+def metrics_table(rows: dict[str, dict], nested: bool = True) -> str:
+    """A plain-text table of the scalar metrics, one column per run; `nested=False` leaves out the rows of
+    nested metrics (e.g. accuracy by size) when the recipe prints its own table of them."""
+    rows = {name: _flatten(metrics) if nested else {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+            for name, metrics in rows.items()}
     keys: list[str] = []
     for metrics in rows.values():
         for key, value in metrics.items():
