@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make reproduce-retuning: addition, parity and DP, each as recursive (Re-Tuning), scratchpad and baseline on the
 # same tiny model and budget, trained from scratch on CPU; per task one plot of accuracy by size (trained sizes
-# shaded) and one table, then the three tasks beside the paper's averaged claim. About 40 min on 2 CPU cores.
+# shaded) and one table, then the three tasks beside the paper's averaged claim. About 45-50 min on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
