@@ -4,7 +4,7 @@ A = packed rows of pack_length 512 only (the default); B = `data.row_widths = [6
 each example joins the narrowest row width that holds it and a batch holds one width, with the same tokens
 per optimizer step; C = B with `model.attn_implementation = "auto"` (eager attention for batches of rows up to
 128 tokens, SDPA above); D = one width of 128 with "auto" attention (the Re-Tuning demo's preset), the same tokens
-of capacity per step (4x the rows). Same data, seed, steps and learning rate; runs alternate A B C A B C, one process each.
+of capacity per step (4x the rows). Same data, seed, steps and learning rate; runs alternate A B C D A B C D, one process each.
 `--workload retuning` trains on the Re-Tuning demo's data (`recipes/retuning-addition-tiny.toml`'s model and
 data, made first with its make-data line) instead of the benchmark workload.
 
@@ -55,7 +55,7 @@ def main() -> None:
         for precision in precisions:
             for repeat in range(args.repeats):
                 for label, widths, attn, width in CONTENDERS:
-                    if label[0] not in args.contenders:
+                    if label[0] not in args.contenders + "A":  # A is the baseline every ratio divides by
                         continue
                     plan = {"paths": {k: str(v) for k, v in paths.items()}, "widths": widths, "steps": args.steps,
                             "attn": attn, "workload": args.workload, "pack_length": width,
@@ -80,43 +80,50 @@ def main() -> None:
 
 def run_one(plan: dict[str, Any]) -> dict[str, Any]:
     """One training run in this process; real tokens/s and the mean loss of the last 5 steps."""
-    from llmft.core.trainer import train
     from llmft.recipes.base import get_recipe, recipe_config
 
-    paths = plan["paths"]
     if plan["workload"] == "retuning":
         return run_retuning(plan)
+    paths = plan["paths"]
     config = recipe_config({
         "recipe": "sft",
         "model": {"name": paths["model"], "tokenizer_name": paths["tokenizer"],
-                  "dtype": "float32", "attn_implementation": plan["attn"]},  # bf16 = autocast over fp32 weights, as recipes train
+                  "dtype": "float32",  # bf16 = autocast over fp32 weights, as recipes train
+                  "attn_implementation": plan["attn"]},
         "adapter": {"method": "full"},
         "data": {"train": paths["train"], "packing": "rows", "pack_length": plan["pack_length"],
                  "row_widths": plan["widths"]},
         "train": {"output_dir": plan["out"], "max_steps": plan["steps"],
-                  "batch_size": plan["rows"] * 512 // plan["pack_length"],
+                  "batch_size": rows_per_step(plan),
                   "learning_rate": 1e-3, "lr_scheduler": "linear", "threads": plan["threads"],
                   "bf16": "true" if plan["precision"] == "bf16" else "false"},
     }, source="bench")
-    started = time.perf_counter()
-    result = train(config, get_recipe("sft"), progress=False)
-    return {"tokens_per_s": result.tokens_per_second, "final_loss": sum(result.losses[-5:]) / 5,
-            "seconds": round(time.perf_counter() - started, 1)}
+    return timed_train(config, get_recipe("sft"))
 
 
 def run_retuning(plan: dict[str, Any]) -> dict[str, Any]:
     """The Re-Tuning demo preset, its rows 512 wide or sized to the examples, for `steps` steps."""
-    from llmft.core.trainer import train
     from llmft.recipes.base import load_recipe_config
 
     preset = Path(__file__).resolve().parents[1] / "recipes" / "retuning-addition-tiny.toml"
-    rows_of_512 = plan["rows"]
     config, recipe = load_recipe_config(preset, [
         f"train.output_dir={plan['out']}", f"train.max_steps={plan['steps']}", "train.save_steps=0",
         f"train.threads={plan['threads']}", f"train.bf16={'true' if plan['precision'] == 'bf16' else 'false'}",
-        f"data.pack_length={plan['pack_length']}", f"train.batch_size={rows_of_512 * 512 // plan['pack_length']}",
+        f"data.pack_length={plan['pack_length']}", f"train.batch_size={rows_per_step(plan)}",
         f"model.attn_implementation={plan['attn']}",
         f"data.row_widths={plan['widths']}"])
+    return timed_train(config, recipe)
+
+
+def rows_per_step(plan: dict[str, Any]) -> int:
+    """Rows of the plan's pack_length holding the tokens of `rows` 512-token rows."""
+    return plan["rows"] * 512 // plan["pack_length"]
+
+
+def timed_train(config: Any, recipe: Any) -> dict[str, Any]:
+    """Train in this process; real tokens/s, the mean loss of the last 5 steps and the wall seconds."""
+    from llmft.core.trainer import train
+
     started = time.perf_counter()
     result = train(config, recipe, progress=False)
     return {"tokens_per_s": result.tokens_per_second, "final_loss": sum(result.losses[-5:]) / 5,

@@ -42,7 +42,8 @@ def eval_command(folders: tuple[str, ...], backend: str | None, out: str | None,
         results[label] = metrics
         recipes.append(recipe)
         click.echo(f"{label}: results in {eval_dir}")
-    report = recipes[0].report(results) if len({recipe.name for recipe in recipes}) == 1 else ""
+    one_recipe = len({recipe.name for recipe in recipes}) == 1
+    report = recipes[0].report(results) if one_recipe else ""
     click.echo(metrics_table(results, nested=not report))
     if report:
         click.echo(report)
@@ -52,7 +53,7 @@ def eval_command(folders: tuple[str, ...], backend: str | None, out: str | None,
         runs.atomic_write_text(compare_dir / "metrics.txt", metrics_table(results) + "\n"
                                + (f"\n{report}\n" if report else ""))
         click.echo(f"comparison table: {compare_dir / 'metrics.txt'}")
-        if len({recipe.name for recipe in recipes}) > 1:
+        if not one_recipe:
             click.echo("no comparison plot: the runs come from different recipes")
             return
         plot = recipes[0].compare(results, compare_dir)

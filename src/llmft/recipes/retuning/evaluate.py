@@ -3,6 +3,7 @@ problem's full trace (an interrupted run resumes past them); a plot per run and 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,8 +136,7 @@ def summarize(rows: Sequence[dict], train_max_size: int) -> dict[str, Any]:
         "mean_calls": sum(r["calls"] for r in rows) / len(rows),
         "mean_generated_tokens": sum(r["generated_tokens"] for r in rows) / len(rows),
         "accuracy_by_size": {str(size): acc for size, acc in accuracy_by_size(rows).items()},
-        "n_by_size": {str(size): sum(1 for r in rows if r["size"] == size)
-                      for size in sorted({r["size"] for r in rows})},
+        "n_by_size": {str(size): n for size, n in sorted(Counter(int(r["size"]) for r in rows).items())},
     })
     return metrics
 

@@ -6,10 +6,10 @@ gains beside the paper's averaged claim (PAPERS.md 1.5).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from llmft.core.jsonl import read_json
 from llmft.recipes.retuning.data import FORMATS, TASKS
 
 # Pasewark et al. 2024, LLaMA-7B, averaged over addition, parity and DP (Re-Tuning minus the other format).
@@ -57,7 +57,7 @@ def read_runs(folder: Path) -> dict[tuple[str, str], dict]:
         for fmt in FORMATS:
             path = folder / f"retuning-{task}-{fmt}" / "eval" / "final" / "metrics.json"
             if path.exists():
-                found[(task, fmt)] = json.loads(path.read_text())
+                found[(task, fmt)] = read_json(path, what="metrics file")
     return found
 
 
