@@ -99,9 +99,12 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
-    # OpenMP threads that sleep instead of spinning while they wait (read when torch loads, so set first): on a
-    # 2-core machine beside another CPU-bound job, torch's 2 spinning threads fell to 56% of the best setting,
-    # passive ones kept 96%, at 91% of the best on an idle machine (bench/threads.py, bench/RESULTS.md).
-    # An OMP_WAIT_POLICY the user set wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP's wait policy is read when torch loads, so it is set first: spinning (ACTIVE) when the machine is
+    # idle at launch, sleeping (PASSIVE) beside other jobs, the user's OMP_WAIT_POLICY if set (core/threads.py).
+    if next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "") == "train":
+        from llmft.core.threads import set_wait_policy
+
+        set_wait_policy()
+    else:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli.main(prog_name="llmft", args=sys.argv[1:])

@@ -54,6 +54,20 @@ def test_batched_tokenisation_equals_one_record_at_a_time(tokenizer):
     assert batched == [tokenize_record(r, tokenizer, 20) for r in records]
 
 
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_backend_batch_encoding_equals_the_tokenizer_call(add_bos):
+    """encode_batch (the Rust backend directly) gives the transformers call's ids, BOS setting included."""
+    from llmft.core.data import encode_batch
+    from llmft.core.models import set_bos
+
+    bpe = train_tokenizer(["the cat sat on the mat 12345", "a dog ran 678 times"] * 20, "bpe", vocab_size=300)
+    set_bos(bpe, add_bos)
+    texts = ["the cat ran 4096 times", "", "mat dog", "<s>the cat"]
+    for special in (True, False):
+        assert encode_batch(bpe, texts, special) == bpe(texts, add_special_tokens=special)["input_ids"]
+    assert (encode_batch(bpe, ["cat"], True)[0][0] == bpe.bos_token_id) == add_bos
+
+
 def test_pack_rows_loses_nothing_and_restarts_positions():
     examples = [TokenizedExample(list(range(1, n + 1)), [IGNORE] + list(range(2, n + 1))) for n in
                 (5, 9, 3, 7, 2, 8, 4)]
@@ -174,3 +188,86 @@ def test_training_with_row_widths_learns(tmp_path, caesar_data):
     assert narrow.losses[-1] < 0.7 * narrow.losses[0]
     tail = sum(narrow.losses[-5:]) / 5
     assert tail < 1.1 * sum(plain.losses[-5:]) / 5  # the same tokens per step learn as fast
+
+
+def _example(ids: list[int], trained_from: int) -> TokenizedExample:
+    """ids with every token from `trained_from` on trained (the core rule's prompt/completion shape)."""
+    return TokenizedExample(list(ids), [IGNORE] * trained_from + list(ids[trained_from:]))
+
+
+def test_merge_prefixes_folds_a_call_into_its_answer_with_the_same_loss(tokenizer):
+    """A step record (prompt -> call + EOS) whose tokens begin its next step's record folds into it: one
+    sequence, the same targets (the call's EOS included) and the same summed loss as the two apart."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmft.core.data import merge_shared_prefixes
+    from llmft.core.scoring import token_loss_sum
+
+    call = tokenize_record({"prompt": "abc =", "completion": " bcd"}, tokenizer, 64)
+    answer = tokenize_record({"prompt": "abc = bcd xyz =", "completion": " zyx"}, tokenizer, 64)
+    other = tokenize_record({"prompt": "reverse xyz =", "completion": " zyx"}, tokenizer, 64)
+    merged = merge_shared_prefixes([call, other, answer])
+    assert len(merged) == 2 and merged[0].input_ids == other.input_ids  # order kept, the call gone
+    host = merged[1]
+    assert host.input_ids == answer.input_ids and host.records == 2
+    assert host.trained == call.trained + answer.trained
+    eos_at = len(call) - 1
+    assert host.labels[eos_at] == tokenizer.eos_token_id != host.input_ids[eos_at]
+    assert pack_rows(merged, 128)[0].examples == 3  # a packed row counts the records it stands for
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2)).eval()
+
+    def loss(example: TokenizedExample) -> float:
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([example.input_ids]), use_cache=False).logits
+        return float(token_loss_sum(logits, torch.tensor([example.labels])))
+
+    assert loss(host) == pytest.approx(loss(call) + loss(answer), rel=1e-5)
+
+
+def test_merge_prefixes_leaves_duplicates_and_conflicts_and_follows_chains():
+    from llmft.core.data import merge_shared_prefixes
+
+    eos = 9
+    twice = [_example([1, 2, 3, eos], 2), _example([1, 2, 3, eos], 2)]  # repeated records stay repeated
+    assert len(merge_shared_prefixes(twice)) == 2
+    trains_there = [_example([1, 2, eos], 1), _example([1, 2, 5, 6, eos], 1)]  # the host trains position 2
+    assert len(merge_shared_prefixes(trains_there)) == 2
+    unrelated = [_example([1, 2, eos], 1), _example([1, 3, 5, eos], 3)]
+    assert len(merge_shared_prefixes(unrelated)) == 2
+    first = _example([1, 2, eos], 2)  # call 1
+    second = _example([1, 2, 4, 5, eos], 4)  # call 2, after call 1's return (4)
+    final = _example([1, 2, 4, 5, 7, 8, eos], 6)  # the answer
+    (host,) = merge_shared_prefixes([first, second, final])
+    assert host.input_ids == final.input_ids and host.records == 3
+    assert host.labels == [IGNORE, IGNORE, eos, IGNORE, eos, IGNORE, eos]
+
+
+def test_training_rows_with_merged_prefixes_keep_every_target_on_fewer_tokens(tmp_path, capsys):
+    """data.merge_prefixes: the trainer's rows carry the same trained tokens and records, in fewer tokens."""
+    from llmft.core.model_setup import build_rows, run_tokenizer
+    from llmft.recipes.base import get_recipe
+    from tests.conftest import tiny_config
+
+    records = []
+    for a in range(10, 40):
+        step = f"{a} + 1 = ?\nSolution: "
+        records += [{"prompt": step, "completion": f"Call: {a % 10} + 1\n"},
+                    {"prompt": f"{step}Call: {a % 10} + 1\nReturn: {a % 10 + 1}\nAnswer: ", "completion": str(a + 1)}]
+    train_file = write_jsonl(tmp_path / "train.jsonl", records)
+    totals = {}
+    for merge in (False, True):
+        config = tiny_config(tmp_path, train_file, data={"merge_prefixes": merge},
+                             train={"output_dir": str(tmp_path / f"run-{merge}")})
+        recipe = get_recipe(config.recipe)
+        tokenizer = run_tokenizer(config, recipe, main=True, barrier=lambda: None)
+        rows = build_rows(config, recipe, tokenizer)
+        totals[merge] = (sum(len(r.input_ids) for r in rows),
+                         sum(sum(1 for label in r.labels if label != IGNORE) for r in rows),
+                         sum(r.examples for r in rows))
+    (tokens, trained, examples), (merged_tokens, merged_trained, merged_examples) = totals[False], totals[True]
+    assert (merged_trained, merged_examples) == (trained, examples) and examples == len(records)
+    assert merged_tokens < 0.8 * tokens
+    assert "30 of 60 examples folded" in capsys.readouterr().err

@@ -102,6 +102,9 @@ class DataConfig:
     # narrowest that holds it; a batch holds one width, batch_size x pack_length tokens); [] = pack_length only.
     # Narrow rows cut the attention spent on masked pairs (bench/train_throughput.py --widths).
     row_widths: list[int] = field(default_factory=list)
+    # Fold an example into a longer one that begins with all its tokens but the last (a multi-step record's
+    # earlier steps): same targets, each with its own context, so the same loss on fewer tokens.
+    merge_prefixes: bool = False
 
 
 @dataclass

@@ -29,6 +29,7 @@ class TokenizedExample:
     input_ids: list[int]
     labels: list[int]
     truncated: bool = False  # cut to data.max_length (its EOS kept)
+    records: int = 1  # training records it stands for (> 1 after merge_shared_prefixes folded others in)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -92,12 +93,12 @@ def tokenize_records(records: Sequence[dict[str, Any]], tokenizer: Any, max_leng
     first_ids: list[list[int]] = [[] for _ in records]
     for indices, special in ((with_bos, True), (without, False)):
         if indices:
-            encoded = tokenizer([firsts[i] for i in indices], add_special_tokens=special)["input_ids"]
+            encoded = encode_batch(tokenizer, [firsts[i] for i in indices], special)
             for i, ids in zip(indices, encoded):
                 first_ids[i] = ids
     completion_indices = [i for i, kind in enumerate(kinds) if kind == "completion"]
-    completions = tokenizer([str(records[i]["completion"]) for i in completion_indices],
-                            add_special_tokens=False)["input_ids"] if completion_indices else []
+    completions = encode_batch(tokenizer, [str(records[i]["completion"]) for i in completion_indices],
+                               False) if completion_indices else []
     completion_ids = dict(zip(completion_indices, completions))
     eos = tokenizer.eos_token_id
     examples = []
@@ -107,6 +108,15 @@ def tokenize_records(records: Sequence[dict[str, Any]], tokenizer: Any, max_leng
         else:
             examples.append(fit_completion(first_ids[i], completion_ids[i] + [eos], max_length))
     return examples
+
+
+def encode_batch(tokenizer: Any, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    """Token ids of many texts: a fast tokenizer's Rust backend directly (the transformers wrapper spends as long
+    again building per-text encodings in Python), else the tokenizer call."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is None:
+        return tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
+    return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=add_special_tokens)]
 
 
 def load_examples(
@@ -150,6 +160,44 @@ def load_examples(
         print(f"{what}: {truncated:,} of {len(examples):,} examples are longer than data.max_length ({max_length}) "
               "and were cut (their end-of-sequence token kept)", file=sys.stderr)
     return examples
+
+
+def merge_shared_prefixes(examples: Sequence[TokenizedExample], scan: int = 256) -> list[TokenizedExample]:
+    """Fold each example whose tokens, less the last, begin a longer example into that one (its trained labels
+    copied there, the last token's label included): every target keeps exactly its own context, so the loss
+    is unchanged while the shared prefix is computed once. Multi-step records (a context's call, then its
+    answer) repeat their prefix; the host must not train those positions itself. Order kept, hosts in place."""
+    keys = [tuple(example.input_ids) for example in examples]
+    order = sorted(range(len(examples)), key=keys.__getitem__)
+    sorted_keys = [keys[i] for i in order]
+    labels = [list(example.labels) for example in examples]
+    records = [example.records for example in examples]
+    absorbed = [False] * len(examples)
+    for guest in sorted(range(len(examples)), key=lambda i: -len(keys[i])):
+        example = examples[guest]
+        if example.truncated or len(example) < 2 or labels[guest][-1] == IGNORE:
+            continue
+        prefix = keys[guest][:-1]
+        trained = [p for p, label in enumerate(labels[guest]) if label != IGNORE and p > 0]
+        host = None
+        start = bisect.bisect_left(sorted_keys, prefix)
+        for candidate in itertools.islice(range(start, len(order)), scan):
+            if sorted_keys[candidate][:len(prefix)] != prefix:
+                break
+            other = order[candidate]
+            if (other == guest or absorbed[other] or examples[other].truncated or len(keys[other]) <= len(prefix)
+                    or any(labels[other][p] != IGNORE for p in trained)):
+                continue
+            if host is None or len(keys[other]) > len(keys[host]):
+                host = other
+        if host is None:
+            continue
+        for p in trained:
+            labels[host][p] = labels[guest][p]
+        records[host] += records[guest]
+        absorbed[guest] = True
+    return [TokenizedExample(list(example.input_ids), labels[i], example.truncated, records[i])
+            for i, example in enumerate(examples) if not absorbed[i]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,7 +271,7 @@ def _join(members: Sequence[TokenizedExample]) -> Row:
         # The first token of each example is never a target: no loss leaks across packed examples.
         labels += [IGNORE] + example.labels[1:]
         positions += list(range(len(example)))
-    return Row(input_ids, labels, positions, examples=len(members))
+    return Row(input_ids, labels, positions, examples=sum(example.records for example in members))
 
 
 def batch_order(rows: Sequence[Row], batch_size: int, seed: int, epoch: int, strategy: str,

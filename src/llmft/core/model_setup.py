@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from llmft.core import runs
 from llmft.core.config import Config
-from llmft.core.data import Row, TokenizedExample, load_examples, pack_rows, pack_rows_by_width, single_rows
+from llmft.core.data import (
+    Row,
+    TokenizedExample,
+    load_examples,
+    merge_shared_prefixes,
+    pack_rows,
+    pack_rows_by_width,
+    single_rows,
+)
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import iter_jsonl
 
@@ -96,12 +106,24 @@ def build_rows(config: Config, recipe: TrainingHooks, tokenizer: Any, seq2seq: b
                              "(T5) needs data.packing = 'group' or 'none'")
         return seq2seq_rows(seq2seq_examples(config.data.train, tokenizer, config.data.max_length))
     examples = training_examples(config, recipe, tokenizer)
+    if config.data.merge_prefixes:
+        examples = merged_examples(examples)
     if config.data.packing == "rows":
         widest = max(config.data.pack_length, max(len(e) for e in examples))
         if config.data.row_widths:
             return pack_rows_by_width(examples, row_widths(config, widest))
         return pack_rows(examples, widest)
     return single_rows(examples)
+
+
+def merged_examples(examples: list[TokenizedExample]) -> list[TokenizedExample]:
+    """data.merge_prefixes: examples folded into longer ones that begin with them; says what it saved."""
+    merged = merge_shared_prefixes(examples)
+    before, after = sum(len(e) for e in examples), sum(len(e) for e in merged)
+    print(f"data.merge_prefixes: {len(examples) - len(merged):,} of {len(examples):,} examples folded into longer "
+          f"ones that begin with them ({1 - after / max(before, 1):.0%} fewer tokens, the same targets)",
+          file=sys.stderr)
+    return merged
 
 
 def row_widths(config: Config, widest: int = 0) -> list[int]:
@@ -151,8 +173,17 @@ def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
     if trainable == 0:
         raise LlmftError(f"adapter.method = '{config.adapter.method}' leaves nothing to train")
     if main:
-        print(f"llmft: {config.recipe} | {config.adapter.method} | trainable {trainable:,} of {total:,} parameters")
+        print(f"llmft: {config.recipe} | {config.adapter.method} | trainable {trainable:,} of {total:,} parameters"
+              f" | {cpu_threads()}")
     return model
+
+
+def cpu_threads() -> str:
+    """Torch's CPU threads and OpenMP's wait policy (core/threads.py chose it at launch), for the run's first line."""
+    import torch
+
+    policy = os.environ.get("OMP_WAIT_POLICY", "").lower() or "default"
+    return f"{torch.get_num_threads()} CPU threads, OpenMP wait {policy}"
 
 
 def save_merged_base(previous: str, base_dir: Path, tokenizer: Any) -> None:
