@@ -6,8 +6,11 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 start=$(date +%s)
 $BIN/llmft make-data retuning --task addition --format recursive --min-size 3 --max-size 5 --n 20000 --no-resample --show 1
+made=$(date +%s)
 $BIN/llmft train recipes/retuning-addition-tiny.toml --overwrite
+trained=$(date +%s)
 rm -rf runs/retuning-addition-tiny/eval
 $BIN/llmft eval --adapter runs/retuning-addition-tiny/final
+end=$(date +%s)
 echo "plot: runs/retuning-addition-tiny/eval/final/accuracy_by_size.png"
-echo "demo finished in $(( $(date +%s) - start )) s"
+echo "demo finished in $((end - start)) s (make-data $((made - start)) s, train $((trained - made)) s, eval $((end - trained)) s)"
