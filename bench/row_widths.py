@@ -103,11 +103,7 @@ def run_one(plan: dict[str, Any]) -> dict[str, Any]:
 
 def run_retuning(plan: dict[str, Any]) -> dict[str, Any]:
     """The Re-Tuning demo preset, its rows 512 wide or sized to the examples, for `steps` steps."""
-    from llmft.recipes.base import load_recipe_config
-
-    preset = Path(__file__).resolve().parents[1] / "recipes" / "retuning-addition-tiny.toml"
-    config, recipe = load_recipe_config(preset, [
-        f"train.output_dir={plan['out']}", f"train.max_steps={plan['steps']}", "train.save_steps=0",
+    config, recipe = workload.retuning_demo(plan["out"], plan["steps"], [
         f"train.threads={plan['threads']}", f"train.bf16={'true' if plan['precision'] == 'bf16' else 'false'}",
         f"data.pack_length={plan['pack_length']}", f"train.batch_size={rows_per_step(plan)}",
         f"model.attn_implementation={plan['attn']}",

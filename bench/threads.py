@@ -79,13 +79,10 @@ def run_one(plan: dict) -> dict:
 
         policy = set_wait_policy().lower()
     from llmft.core.trainer import train
-    from llmft.recipes.base import get_recipe, load_recipe_config, recipe_config
+    from llmft.recipes.base import get_recipe, recipe_config
 
     if plan["workload"] == "retuning":
-        preset = Path(__file__).resolve().parents[1] / "recipes" / "retuning-addition-tiny.toml"
-        config, recipe = load_recipe_config(preset, [
-            f"train.output_dir={plan['out']}", f"train.max_steps={plan['steps']}", "train.save_steps=0",
-            f"train.threads={plan['threads']}"])
+        config, recipe = workload.retuning_demo(plan["out"], plan["steps"], [f"train.threads={plan['threads']}"])
         return {"tokens_per_s": train(config, recipe, progress=False).tokens_per_second, "policy": policy}
     paths = plan["paths"]
     config = recipe_config({

@@ -88,6 +88,16 @@ def build_workload(folder: Path, n_train: int, n_eval: int, seed: int = 0) -> di
     return paths
 
 
+def retuning_demo(out: str, steps: int, overrides: list[str]) -> tuple[Any, Any]:
+    """The Re-Tuning demo preset (`recipes/retuning-addition-tiny.toml`, its data made first) as (config, recipe),
+    writing to `out` for `steps` steps with no checkpoints, plus `overrides`."""
+    from llmft.recipes.base import load_recipe_config
+
+    preset = Path(__file__).resolve().parents[1] / "recipes" / "retuning-addition-tiny.toml"
+    return load_recipe_config(preset, [f"train.output_dir={out}", f"train.max_steps={steps}", "train.save_steps=0",
+                                       *overrides])
+
+
 def parameter_counts(model: Any) -> tuple[int, int]:
     """(all parameters, parameters that take part in matmuls = all but the input embedding table)."""
     total = sum(p.numel() for p in model.parameters())
