@@ -68,6 +68,28 @@ def test_backend_batch_encoding_equals_the_tokenizer_call(add_bos):
     assert (encode_batch(bpe, ["cat"], True)[0][0] == bpe.bos_token_id) == add_bos
 
 
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_char_level_encoding_equals_the_rust_backend(add_bos):
+    """The char-level fast path gives the backend's ids: unknown characters, added and special tokens inside a
+    text (longest first), BOS on or off; any other tokenizer keeps the backend."""
+    from llmft.core.data import encode_batch
+    from llmft.core.models import set_bos
+    from llmft.core.tokenizers import char_level_encoder
+
+    char = train_tokenizer(["abc 123\n+", "Call: Return:"], "char", extra_tokens=["<mem>", "<mem><mem>x"])
+    set_bos(char, add_bos)
+    texts = ["abc", "", "Call: 12 + 3\n", "zé☃ unknown", "<s>abc</s>", "<|user|>\nhi</s>\n<|assistant|>\n",
+             "<mem><mem>x<mem>a<mem", "<|user|<|user|>>"]
+    backend = char.backend_tokenizer
+    assert char_level_encoder(char) is not None
+    for special in (True, False):
+        expected = [e.ids for e in backend.encode_batch(texts, add_special_tokens=special)]
+        assert encode_batch(char, texts, special) == expected
+        assert expected == char(texts, add_special_tokens=special)["input_ids"]
+    assert (encode_batch(char, ["a"], True)[0][0] == char.bos_token_id) == add_bos
+    assert char_level_encoder(train_tokenizer(["the cat sat"] * 20, "bpe", vocab_size=300)) is None
+
+
 def test_pack_rows_loses_nothing_and_restarts_positions():
     examples = [TokenizedExample(list(range(1, n + 1)), [IGNORE] + list(range(2, n + 1))) for n in
                 (5, 9, 3, 7, 2, 8, 4)]

@@ -32,8 +32,6 @@ def bottleneck_spec(config: Config) -> Any:
 
 def apply_adapter(model: Any, config: Config, new_token_ids: list[int]) -> Any:
     """Wrap the base model for training as [adapter] says; returns the model to train."""
-    from peft import LoraConfig, TrainableTokensConfig, get_peft_model, prepare_model_for_kbit_training
-
     method = config.adapter.method
     if method == "full":
         return model
@@ -45,6 +43,9 @@ def apply_adapter(model: Any, config: Config, new_token_ids: list[int]) -> Any:
                              f"{len(new_token_ids)} tokens; use 'lora+prompt-tuning' or drop adapter.new_tokens")
         add_bottlenecks(model, bottleneck_spec(config))
         return model
+    # Imported here: PEFT (and the bitsandbytes it loads) adds ~1.5 s to a full-weights run's start.
+    from peft import LoraConfig, TrainableTokensConfig, get_peft_model, prepare_model_for_kbit_training
+
     lora_targets = [] if method == "prompt-tuning" else config.adapter.target_modules
     token_layers = _token_layers(model, new_token_ids, lora_targets)
     if method == "prompt-tuning":

@@ -18,6 +18,7 @@ from typing import Any
 
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import iter_numbered
+from llmft.core.tokenizers import char_level_encoder
 
 IGNORE = -100
 
@@ -112,7 +113,10 @@ def tokenize_records(records: Sequence[dict[str, Any]], tokenizer: Any, max_leng
 
 def encode_batch(tokenizer: Any, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
     """Token ids of many texts: a fast tokenizer's Rust backend directly (the transformers wrapper spends as long
-    again building per-text encodings in Python), else the tokenizer call."""
+    again building per-text encodings in Python; a char-level one by dict lookup), else the tokenizer call."""
+    char_level = char_level_encoder(tokenizer)
+    if char_level is not None:
+        return char_level(texts, add_special_tokens)
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     if backend is None:
         return tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]

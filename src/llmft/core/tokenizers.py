@@ -78,3 +78,60 @@ def train_tokenizer(
     if extra_tokens:
         wrapped.add_tokens(list(extra_tokens), special_tokens=True)
     return wrapped
+
+
+def char_level_encoder(tokenizer: Any) -> Any | None:
+    """For a char-level tokenizer as `train_tokenizer` builds it (WordLevel, one token per character, no
+    normaliser, plain added tokens): a function `(texts, add_special_tokens) -> ids` equal to the Rust
+    backend's; None for any other tokenizer.
+
+    Written by hand because the backend's regex split and per-text Encoding objects cost ~6x a dict lookup
+    per character (8.7 s against 1.4 s for the Re-Tuning demo's 153k texts)."""
+    import json
+    import re
+
+    from tokenizers import models, pre_tokenizers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is None or not isinstance(backend.model, models.WordLevel) or backend.normalizer is not None:
+        return None
+    if not isinstance(backend.pre_tokenizer, pre_tokenizers.Split):
+        return None
+    spec = json.loads(backend.to_str())
+    if spec["pre_tokenizer"] != {"type": "Split", "pattern": {"String": ""}, "behavior": "Isolated",
+                                 "invert": False}:
+        return None
+    added = spec["added_tokens"]
+    if any(token["single_word"] or token["lstrip"] or token["rstrip"] for token in added):
+        return None
+    vocab = backend.get_vocab(with_added_tokens=False)
+    unk = vocab.get(spec["model"]["unk_token"])
+    if unk is None:
+        return None
+    probe = backend.encode("a", add_special_tokens=True).ids
+    plain = backend.encode("a", add_special_tokens=False).ids
+    if len(plain) != 1 or probe.count(plain[0]) != 1:
+        return None
+    cut = probe.index(plain[0])
+    prefix, suffix = probe[:cut], probe[cut + 1:]
+    added_ids = {token["content"]: token["id"] for token in added}
+    # The backend matches added tokens first, leftmost and longest; so does this alternation, longest first.
+    splitter = re.compile("(" + "|".join(re.escape(t) for t in sorted(added_ids, key=len, reverse=True)) + ")") \
+        if added_ids else None
+    lookup = vocab.get
+
+    def encode_text(text: str) -> list[int]:
+        pieces = splitter.split(text) if splitter is not None else [text]
+        if len(pieces) == 1:
+            return [lookup(ch, unk) for ch in text]
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):
+            ids += [added_ids[piece]] if i % 2 else [lookup(ch, unk) for ch in piece]
+        return ids
+
+    def encode(texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
+        if add_special_tokens:
+            return [prefix + encode_text(text) + suffix for text in texts]
+        return [encode_text(text) for text in texts]
+
+    return encode
