@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+EXTRAS  := $(VENV)/.installed-extras
 TORCH   ?= torch==2.13.0
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
@@ -15,32 +16,38 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch first (the CPU build here; a GPU user installs their torch before `make`), then the package.
+# `make demo` needs only the package; tests, lint and benchmarks add the extras (bitsandbytes, pytest, ruff,
+# the serving stack), which would cost the demo ~10 s more to install.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,quant]"
+	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
+
+$(EXTRAS): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,quant]"
+	touch $(EXTRAS)
 
 # `llmft` lives in .venv/bin: a make target cannot change its caller's PATH, so it says how (README, first lines).
 ACTIVATE := @echo "llmft is installed in $(VENV): run 'source $(VENV)/bin/activate' to put llmft on your PATH"
 
-install: $(STAMP)
+install: $(EXTRAS)
 	$(ACTIVATE)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
 	$(ACTIVATE)
 
-test: $(STAMP)
+test: $(EXTRAS)
 	$(BIN)/python -m pytest -q
 	$(ACTIVATE)
 
-test-slow: $(STAMP)
+test-slow: $(EXTRAS)
 	$(BIN)/python -m pytest -q -m slow
 
-bench: $(STAMP)
+bench: $(EXTRAS)
 	$(BIN)/python bench/run_all.py
 
-lint: $(STAMP)
+lint: $(EXTRAS)
 	$(BIN)/ruff check src tests bench
 
 reproduce-retuning: $(STAMP)

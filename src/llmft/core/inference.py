@@ -51,7 +51,6 @@ def base_model_path(folder: Path, config: Config) -> str:
 def load_for_inference(folder: str | Path, *, quantized: bool = True) -> tuple[Config, Any, Any]:
     """(config, tokenizer, model) from a run folder; an adapter is applied on its base (not merged)."""
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmft.core.models import load_pretrained, resize_embeddings, set_bos
@@ -69,6 +68,8 @@ def load_for_inference(folder: str | Path, *, quantized: bool = True) -> tuple[C
         resize_embeddings(base, len(tokenizer))
         model = load_bottleneck(base, folder)
     elif is_adapter(folder):
+        from peft import PeftModel  # here: PEFT (and bitsandbytes) add ~1.5 s to loading a full model
+
         quantize = quantized and config.adapter.method == "qlora"
         base = load_pretrained(base_model_path(folder, config), config, quantize_4bit=quantize)
         resize_embeddings(base, len(tokenizer))
