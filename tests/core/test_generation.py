@@ -92,3 +92,41 @@ def test_vllm_refuses_new_token_adapters(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"trainable_token_indices": {"embed_tokens": [5]}}))
     with pytest.raises(LlmftError, match="llmft export"):
         check_adapter_servable(tmp_path)
+
+
+def test_digit_aligned_decoding_equals_recomputing_every_step(generator):
+    """The KV-cached loop for digit-aligned positions gives what a full forward per new token gives, batched
+    with left padding, and with stop strings; the positions change the text (the loop is not plain decoding)."""
+    from transformers import LlamaForCausalLM
+
+    from llmft.core.data import encode_prompt
+    from llmft.core.positions import DigitAlignment, digit_token_ids
+
+    tokenizer, eos = generator.tokenizer, generator.tokenizer.eos_token_id
+    torch.manual_seed(1)
+    # Larger initial weights than the fixture's: attention sharp enough that positions change the text.
+    model = LlamaForCausalLM(generator.model.config.__class__(**{**generator.model.config.to_dict(),
+                                                                 "initializer_range": 0.5})).eval()
+    rule = DigitAlignment(digit_token_ids(tokenizer), stride=16)
+    aligned = HFGenerator(model, tokenizer, batch_size=4, digit_rule=rule)
+    expected = []
+    for prompt in PROMPTS:
+        ids = encode_prompt(tokenizer, prompt)
+        new: list[int] = []
+        for _ in range(10):
+            sequence = ids + new
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([sequence]),
+                               position_ids=torch.tensor([rule.positions(sequence)])).logits
+            token = int(logits[0, -1].argmax())
+            if token == eos:
+                break
+            new.append(token)
+        expected.append(tokenizer.decode(new))
+    assert aligned.generate(PROMPTS, max_new_tokens=10) == expected
+    assert expected != HFGenerator(model, tokenizer, batch_size=4).generate(PROMPTS, max_new_tokens=10)
+    stop = [text[2:4] for text in expected if len(text) >= 4][:1]
+    cut = aligned.generate(PROMPTS, max_new_tokens=10, stop=stop)
+    assert cut == [cut_at_stop(text, stop)[0] for text in expected]
+    with pytest.raises(Exception, match="beam search"):
+        aligned.generate(PROMPTS, max_new_tokens=4, num_beams=2)

@@ -1,4 +1,5 @@
-"""Position levers for length generalisation: no positional encoding (NoPE) and randomised positions."""
+"""Position levers for length generalisation: no positional encoding (NoPE), randomised positions and
+digit-aligned positions."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from llmft.core.data import Row, collate, randomize_positions
+from llmft.core.data import Row, align_digit_positions, collate, randomize_positions
 from llmft.core.errors import LlmftError
 from llmft.core.models import rope_parameters
+from llmft.core.positions import DigitAlignment, digit_token_ids
 from tests.conftest import tiny_config, train_run
 
 
@@ -18,7 +20,8 @@ def _llama(positions: str = "rope", attn: str = "sdpa"):
 
     config = LlamaConfig(vocab_size=20, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=2, attn_implementation=attn,
-                         rope_parameters=rope_parameters(SimpleNamespace(positions=positions, rope_theta=10000.0)))
+                         rope_parameters=rope_parameters(SimpleNamespace(positions=positions, rope_theta=10000.0,
+                                                                           rope_factor=1.0)))
     torch.manual_seed(0)
     return LlamaForCausalLM(config).eval()
 
@@ -87,3 +90,71 @@ def test_auto_attention_is_eager_for_narrow_rows_and_sdpa_for_wide(tmp_path, cae
     runs = {attn: train_run(tiny_config(tmp_path / attn, train_file, model={"attn_implementation": attn}),
                             progress=False) for attn in ("auto", "eager")}
     assert runs["auto"].losses == runs["eager"].losses  # rows of 128: the same eager attention, step for step
+
+
+RULE = DigitAlignment(frozenset(range(10, 20)), stride=8)  # ids 10..19 play the digits in the rows below
+
+
+def test_digit_positions_put_every_number_on_one_scale():
+    """BOS 1 2 _ + _ 3 4 5 \\n S: text tokens 8 apart, the k-th digit of a number k after the text before it."""
+    ids = [1, 11, 12, 3, 4, 3, 13, 14, 15, 5, 6]
+    assert RULE.positions(ids) == [0, 1, 2, 8, 16, 24, 25, 26, 27, 32, 40]
+    # The text after a number sits at the same positions whatever the number's length.
+    longer = [1, 11, 12, 13, 14, 3, 4, 3, 15, 5, 6]
+    assert RULE.positions(longer) == [0, 1, 2, 3, 4, 8, 16, 24, 25, 32, 40]
+
+
+def test_digit_token_ids_of_a_char_tokenizer():
+    from llmft.core.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer(["ab 0123456789 +\n"], "char")
+    assert {tokenizer.decode([i]) for i in digit_token_ids(tokenizer)} == set("0123456789")
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_digit_positions_keep_packed_examples_apart(attn):
+    """A packed row with digit-aligned positions gives each example the logits it has alone."""
+    model = _llama(attn=attn)
+    a, b = [1, 11, 12, 3, 13], [2, 14, 15, 16]
+    batch = collate([Row(a + b, a + b, [0, 1, 2, 3, 4, 0, 1, 2, 3], 2)], 0, packed=True)
+    aligned = align_digit_positions(batch, RULE, additive=attn == "eager")
+    positions = aligned["position_ids"]
+    assert positions[0].tolist() == RULE.positions(a) + RULE.positions(b)
+    with torch.no_grad():
+        packed = model(input_ids=aligned["input_ids"], position_ids=positions,
+                       attention_mask=aligned["attention_mask"]).logits
+        alone_a = model(input_ids=torch.tensor([a]), position_ids=positions[:1, :5]).logits
+        alone_b = model(input_ids=torch.tensor([b]), position_ids=positions[:1, 5:]).logits
+    assert torch.allclose(packed[0, :5], alone_a[0], atol=1e-5)
+    assert torch.allclose(packed[0, 5:], alone_b[0], atol=1e-5)
+
+
+def test_a_model_trained_with_digit_positions_learns_and_is_evaluated_with_them(tmp_path):
+    """Copying numbers learns under digit-aligned positions, resumes identically, and eval decodes with the
+    rule: the same weights read with plain positions score lower."""
+    import random
+
+    from llmft.core.jsonl import write_jsonl
+    from tests.conftest import eval_run
+
+    rng = random.Random(3)
+    numbers = [str(rng.randint(10, 10 ** rng.randint(2, 6))) for _ in range(2060)]
+    records = [{"prompt": f"copy {x} =", "completion": f" {x}"} for x in numbers]
+    train, held_out = records[:2000], records[2000:]
+    train_file, eval_file = write_jsonl(tmp_path / "train.jsonl", train), write_jsonl(tmp_path / "eval.jsonl", held_out)
+    common = {"model": {"tiny": {"hidden_size": 64, "positions": "digits", "digit_stride": 8}},
+              "train": {"max_steps": 160, "batch_size": 16, "learning_rate": 3e-3, "lr_scheduler": "cosine",
+                        "warmup_steps": 10, "save_steps": 80},
+              "data": {"pack_length": 64}}
+    whole = train_run(tiny_config(tmp_path / "a", train_file, eval_file, **common), progress=False)
+    assert whole.losses[-1] < 0.5 * whole.losses[0]
+    split = tiny_config(tmp_path / "b", train_file, eval_file, **common)
+    first = train_run(split, stop_after_step=80, progress=False)
+    resumed = train_run(split, resume=True, progress=False)
+    assert first.losses + resumed.losses == pytest.approx(whole.losses, rel=1e-4)
+    folder = tmp_path / "a" / "run" / "final"
+    aligned, _ = eval_run(folder, [])
+    plain, _ = eval_run(folder, ["model.tiny.positions=rope"], out=tmp_path / "plain")
+    assert aligned["settings"]["positions"] == {"rule": "digits", "digit_stride": 8}
+    assert aligned["exact_match"] >= 0.5, aligned
+    assert plain["exact_match"] < aligned["exact_match"] - 0.2, (plain["exact_match"], aligned["exact_match"])

@@ -21,3 +21,5 @@ def export_command(adapter_dir: str, out: str, dtype: str, overwrite: bool) -> N
 
     report = export_merged(adapter_dir, out, dtype, overwrite=overwrite)
     click.echo(f"exported -> {report['out']} (max |logit diff| vs adapter: {report['max_abs_logit_diff']:.2e})")
+    if "warning" in report:
+        click.echo(f"llmft export: warning: {report['warning']}", err=True)

@@ -33,7 +33,14 @@ class TinyModelConfig:
     rope_theta: float = 10000.0
     # "rope": rotary positions (Llama's own); "none": no positional encoding (NoPE, Kazemnejad et al. 2023):
     # causal attention alone tells the order, which generalises to longer inputs than any trained.
-    positions: Literal["rope", "none"] = "rope"
+    # "digits": RoPE over digit-aligned position ids (llmft.core.positions), in training and in llmft's own
+    # generation; other loaders (vLLM, an exported checkpoint) would give plain positions.
+    positions: Literal["rope", "none", "digits"] = "rope"
+    # For "digits": text tokens sit this many positions apart, so numbers of up to digit_stride - 1 digits fit.
+    digit_stride: int = 32
+    # RoPE's linear scaling: positions divided by this (> 1 slows every rotation, so RoPE's fastest one, one
+    # radian per position, no longer comes back to where it started after 6 positions).
+    rope_factor: float = 1.0
 
 
 @dataclass
@@ -320,6 +327,15 @@ def _check_values(built: dict[str, Any]) -> list[str]:
     elif tiny.num_kv_heads and tiny.num_heads % tiny.num_kv_heads:
         errors.append(f"key 'model.tiny.num_kv_heads' ({tiny.num_kv_heads}) must divide model.tiny.num_heads "
                       f"({tiny.num_heads})")
+    if tiny.digit_stride < 1:
+        errors.append(f"key 'model.tiny.digit_stride' must be >= 1, got {tiny.digit_stride!r}")
+    if tiny.positions == "digits" and tiny.architecture != "llama":
+        errors.append("key 'model.tiny.positions' = 'digits' needs model.tiny.architecture = 'llama'")
+    if tiny.positions == "digits" and built["train"].random_positions:
+        errors.append("keys 'model.tiny.positions' = 'digits' and 'train.random_positions' exclude each other "
+                      "(both set the position ids); set train.random_positions = 0")
+    if tiny.rope_factor <= 0:
+        errors.append(f"key 'model.tiny.rope_factor' must be > 0, got {tiny.rope_factor!r}")
     if not built["train"].output_dir.strip():
         errors.append("key 'train.output_dir' must not be empty")
     for beta in ("adam_beta1", "adam_beta2"):

@@ -336,8 +336,30 @@ def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
 
 
 def randomize_positions(batch: dict[str, Any], span: int, generator: Any, additive: bool) -> dict[str, Any]:
-    """The batch with each example's position ids replaced by a sorted random sample of range(span) and an
-    explicit block-causal mask (transformers finds packed examples from position steps of 1, which random
+    """The batch with each example's position ids replaced by a sorted random sample of range(span).
+    `additive`: a float mask (eager attention) instead of a boolean one."""
+    import torch
+
+    def draw(ids: Any) -> Any:
+        n = len(ids)
+        if n > span:
+            raise LlmftError(f"train.random_positions ({span}) is shorter than a {n}-token training row; "
+                             "raise it above data.max_length")
+        return torch.randperm(span, generator=generator)[:n].sort().values
+
+    return replace_positions(batch, draw, additive)
+
+
+def align_digit_positions(batch: dict[str, Any], rule: Any, additive: bool) -> dict[str, Any]:
+    """The batch with each example's position ids from a `llmft.core.positions.DigitAlignment`."""
+    import torch
+
+    return replace_positions(batch, lambda ids: torch.tensor(rule.positions(ids.tolist())), additive)
+
+
+def replace_positions(batch: dict[str, Any], per_example: Any, additive: bool) -> dict[str, Any]:
+    """The batch with each packed example's position ids replaced by `per_example(its input ids)`, and an
+    explicit block-causal mask (transformers finds packed examples from position steps of 1, which the new
     positions no longer have). `additive`: a float mask (eager attention) instead of a boolean one."""
     import torch
 
@@ -352,11 +374,7 @@ def randomize_positions(batch: dict[str, Any], span: int, generator: Any, additi
     for r in range(rows):
         bounds = starts[r].nonzero().flatten().tolist() + [width]
         for begin, end in zip(bounds, bounds[1:]):
-            n = end - begin
-            if n > span:
-                raise LlmftError(f"train.random_positions ({span}) is shorter than a {n}-token training row; "
-                                 "raise it above data.max_length")
-            new_positions[r, begin:end] = torch.randperm(span, generator=generator)[:n].sort().values
+            new_positions[r, begin:end] = per_example(ids[r, begin:end])
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     allowed = (segment[:, :, None] == segment[:, None, :]) & causal
     mask = allowed[:, None]

@@ -11,6 +11,7 @@ from llmft.core.config import Config
 from llmft.core.errors import LlmftError
 from llmft.core.inference import build_generator
 from llmft.core.jsonl import iter_jsonl
+from llmft.core.positions import uses_digit_positions
 from llmft.core.results import discard_if_changed
 
 
@@ -66,8 +67,11 @@ def eval_settings(folder: Path, config: Config) -> dict[str, Any]:
     decoding = {k: v for k, v in dataclasses.asdict(config.eval).items() if k not in ("batch_size", "backend")}
     section = config.section if isinstance(config.section, dict) else (
         dataclasses.asdict(config.section) if config.section is not None else {})
-    return {"weights": _files_fingerprint(folder), "data": _files_fingerprint(Path(config.data.eval))
-            if config.data.eval else "", "eval": decoding, "section": section}
+    settings = {"weights": _files_fingerprint(folder), "data": _files_fingerprint(Path(config.data.eval))
+                if config.data.eval else "", "eval": decoding, "section": section}
+    if uses_digit_positions(config):  # the position ids decoding feeds the model
+        settings["positions"] = {"rule": "digits", "digit_stride": config.model.tiny.digit_stride}
+    return settings
 
 
 def _files_fingerprint(path: Path) -> list[list]:

@@ -91,6 +91,11 @@ def build_generator(folder: Path, config: Config) -> Any:
     """The configured backend over a run folder: HF (default, CPU or GPU) or vLLM (GPU)."""
     if config.eval.backend == "vllm":
         from llmft.core.models import cuda_available
+        from llmft.core.positions import uses_digit_positions
+
+        if uses_digit_positions(config):
+            raise LlmftError(f"{folder}: a model with digit-aligned positions (model.tiny.positions = 'digits') "
+                             "needs llmft's own decoding; use eval.backend = 'hf'")
         from llmft.core.vllm_backend import VLLMGenerator, require_vllm
 
         require_vllm()
@@ -103,6 +108,8 @@ def build_generator(folder: Path, config: Config) -> Any:
                                  tokenizer_path=str(folder))
         return VLLMGenerator(str(folder), None)
     from llmft.core.generation import HFGenerator
+    from llmft.core.positions import digit_alignment
 
     _, tokenizer, model = load_for_inference(folder)
-    return HFGenerator(model, tokenizer, batch_size=config.eval.batch_size)
+    return HFGenerator(model, tokenizer, batch_size=config.eval.batch_size,
+                       digit_rule=digit_alignment(config, tokenizer))

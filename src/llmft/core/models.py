@@ -147,6 +147,8 @@ def rope_parameters(tiny: Any) -> dict[str, Any]:
     """Llama's rope_parameters for [model.tiny]: plain RoPE, or none (`positions = "none"`)."""
     if tiny.positions == "none":
         return {"rope_type": "linear", "factor": NO_POSITIONS_FACTOR, "rope_theta": tiny.rope_theta}
+    if tiny.rope_factor != 1.0:
+        return {"rope_type": "linear", "factor": float(tiny.rope_factor), "rope_theta": tiny.rope_theta}
     return {"rope_type": "default", "rope_theta": tiny.rope_theta}
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from llmft.core.data import IGNORE, TokenizedExample, collate, encode_prompt, single_rows
+from llmft.core.data import (
+    IGNORE,
+    TokenizedExample,
+    align_digit_positions,
+    collate,
+    encode_prompt,
+    single_rows,
+)
 
 
 def token_losses(logits: Any, labels: Any) -> Any:
@@ -41,8 +48,9 @@ def _forward(model: Any, batch: dict[str, Any]) -> Any:
 
 
 def example_losses(model: Any, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int = 16,
-                   reduction: Literal["mean", "sum"] = "mean") -> list[float]:
-    """Each example's loss over its trained tokens (mean per token, or the sum), in input order."""
+                   reduction: Literal["mean", "sum"] = "mean", digit_rule: Any = None) -> list[float]:
+    """Each example's loss over its trained tokens (mean per token, or the sum), in input order.
+    `digit_rule`: the DigitAlignment of a model with digit-aligned positions (llmft.core.positions)."""
     import torch
 
     rows = single_rows(examples)
@@ -53,6 +61,9 @@ def example_losses(model: Any, examples: Sequence[TokenizedExample], pad_id: int
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):
                 batch = collate(rows[start:start + batch_size], pad_id, packed=False)
+                if digit_rule is not None:
+                    eager = getattr(model.config, "_attn_implementation", "") == "eager"
+                    batch = align_digit_positions(batch, digit_rule, additive=eager)
                 losses = token_losses(_forward(model, batch), batch["labels"].to(next(model.parameters()).device))
                 counts = (batch["labels"][:, 1:] != IGNORE).sum(dim=1).to(losses.device)
                 sums = losses.sum(dim=1)

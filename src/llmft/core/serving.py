@@ -107,6 +107,7 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
     from llmft.core.generation import HFGenerator
     from llmft.core.inference import is_adapter
     from llmft.core.models import load_pretrained, resize_embeddings
+    from llmft.core.positions import digit_alignment
 
     entries = _entries(specs, section_types)
     first_name, first_folder, first_config, base = entries[0]
@@ -129,8 +130,9 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
     if torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
         model = model.to("cuda")
     model.eval()
-    return [LoadedRun(name, folder, config, AdapterGenerator(HFGenerator(model, tokenizer, batch_size), adapter),
-                      base)
+    return [LoadedRun(name, folder, config,
+                      AdapterGenerator(HFGenerator(model, tokenizer, batch_size, digit_alignment(config, tokenizer)),
+                                       adapter), base)
             for (name, folder, config, base), tokenizer, adapter in zip(entries, tokenizers, adapters)]
 
 

@@ -94,6 +94,14 @@ def test_make_data_rejects_bad_sizes(tmp_path: Path):
         get_recipe("retuning").make_data(
             tmp_path, 0, task="addition", fmt="recursive", min_size=6, max_size=3
         )
+    with pytest.raises(LlmftError, match="--eval-max-size"):
+        get_recipe("retuning").make_data(tmp_path, 0, task="addition", max_size=3, n=5, eval_max_size=2)
+
+
+def test_eval_sizes_reach_eval_max_size(tmp_path: Path):
+    paths = get_recipe("retuning").make_data(tmp_path, 0, task="addition", max_size=3, n=5, eval_n=2,
+                                             eval_max_size=4)
+    assert sorted({r["size"] for r in read_jsonl(paths["eval"])}) == [1, 2, 3, 4]
 
 
 def test_accuracy_by_size_in_and_beyond_the_training_range(tmp_path: Path):

@@ -51,12 +51,16 @@ class RetuningRecipe(Recipe):
 
     def make_data(self, out: Path | None, seed: int, task: str = "addition", fmt: str = "recursive",
                   min_size: int = 0, max_size: int = 0, n: int = 0, eval_n: int = 100,
-                  resample: bool = True) -> dict[str, Path]:
+                  resample: bool = True, eval_max_size: int = 0) -> dict[str, Path]:
         low, high = TRAIN_SIZES[task]
         min_size, max_size = min_size or low, max_size or high
         if not 1 <= min_size <= max_size:
             raise LlmftError("make-data retuning: need 1 <= --min-size <= --max-size, "
                              f"got {min_size} and {max_size}")
+        eval_max_size = eval_max_size or 2 * max_size
+        if eval_max_size < max_size:
+            raise LlmftError(f"make-data retuning: --eval-max-size ({eval_max_size}) must be >= --max-size "
+                             f"({max_size})")
         if n < 0 or eval_n < 1:
             raise LlmftError(f"make-data retuning: --n must be >= 0 and --eval-n >= 1, got {n} and {eval_n}")
         if not n and (min_size, max_size) == (low, high) and resample:
@@ -67,7 +71,7 @@ class RetuningRecipe(Recipe):
             train = training_records(task, fmt, random.Random(seed), min_size, max_size, n, resample)
         except ValueError as exc:
             raise LlmftError(f"make-data retuning: {exc}") from None
-        held_out = eval_records(task, fmt, random.Random(f"retuning-eval-{seed}"), range(1, 2 * max_size + 1),
+        held_out = eval_records(task, fmt, random.Random(f"retuning-eval-{seed}"), range(1, eval_max_size + 1),
                                 eval_n, max_size)
         out = out or Path("data/retuning") / f"{task}-{fmt}"
         return {"train": write_jsonl(out / "train.jsonl", train),
@@ -110,7 +114,9 @@ def _make_data_options() -> list[click.Parameter]:
                      help="Smallest training size (0 = the reference's: addition 1, parity 1, dp 2)."),
         click.Option(["--max-size"], type=int, default=0,
                      help="Largest training size (0 = the reference's: addition 15, parity 21, dp 5); "
-                          "eval covers sizes 1 to twice this."),
+                          "eval covers sizes 1 to --eval-max-size."),
+        click.Option(["--eval-max-size"], type=int, default=0,
+                     help="Largest eval size (0 = twice --max-size)."),
         click.Option(["--n"], type=int, default=0,
                      help="Training problems to draw (0 = the reference's count: 1000 pairs per digit cell, "
                           "250,000 parity lists, every DP array)."),
