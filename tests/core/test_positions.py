@@ -102,6 +102,10 @@ def test_digit_positions_put_every_number_on_one_scale():
     # The text after a number sits at the same positions whatever the number's length.
     longer = [1, 11, 12, 13, 14, 3, 4, 3, 15, 5, 6]
     assert RULE.positions(longer) == [0, 1, 2, 3, 4, 8, 16, 24, 25, 32, 40]
+    # digit_ends: the text token after a number takes the slot after its last digit, off the grid.
+    ends = DigitAlignment(RULE.digits, stride=8, attach_ends=True)
+    assert ends.positions(ids) == [0, 1, 2, 3, 16, 24, 25, 26, 27, 28, 40]
+    assert ends.positions(longer) == [0, 1, 2, 3, 4, 5, 16, 24, 25, 26, 40]
 
 
 def test_digit_token_ids_of_a_char_tokenizer():
@@ -155,6 +159,6 @@ def test_a_model_trained_with_digit_positions_learns_and_is_evaluated_with_them(
     folder = tmp_path / "a" / "run" / "final"
     aligned, _ = eval_run(folder, [])
     plain, _ = eval_run(folder, ["model.tiny.positions=rope"], out=tmp_path / "plain")
-    assert aligned["settings"]["positions"] == {"rule": "digits", "digit_stride": 8}
+    assert aligned["settings"]["positions"] == {"rule": "digits", "digit_stride": 8, "digit_ends": False}
     assert aligned["exact_match"] >= 0.5, aligned
     assert plain["exact_match"] < aligned["exact_match"] - 0.2, (plain["exact_match"], aligned["exact_match"])

@@ -38,6 +38,8 @@ class TinyModelConfig:
     positions: Literal["rope", "none", "digits"] = "rope"
     # For "digits": text tokens sit this many positions apart, so numbers of up to digit_stride - 1 digits fit.
     digit_stride: int = 32
+    # For "digits": the text token after a number sits right after its last digit, off the text grid.
+    digit_ends: bool = False
     # RoPE's linear scaling: positions divided by this (> 1 slows every rotation, so RoPE's fastest one, one
     # radian per position, no longer comes back to where it started after 6 positions).
     rope_factor: float = 1.0

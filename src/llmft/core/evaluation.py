@@ -70,7 +70,8 @@ def eval_settings(folder: Path, config: Config) -> dict[str, Any]:
     settings = {"weights": _files_fingerprint(folder), "data": _files_fingerprint(Path(config.data.eval))
                 if config.data.eval else "", "eval": decoding, "section": section}
     if uses_digit_positions(config):  # the position ids decoding feeds the model
-        settings["positions"] = {"rule": "digits", "digit_stride": config.model.tiny.digit_stride}
+        tiny = config.model.tiny
+        settings["positions"] = {"rule": "digits", "digit_stride": tiny.digit_stride, "digit_ends": tiny.digit_ends}
     return settings
 
 

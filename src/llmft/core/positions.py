@@ -22,6 +22,9 @@ class DigitAlignment:
 
     digits: frozenset[int]
     stride: int
+    # The text token right after a number takes the position after its last digit (where a copy of the number
+    # reading one digit ahead finds it) instead of its place on the text grid.
+    attach_ends: bool = False
 
     def positions(self, token_ids: Iterable[int]) -> list[int]:
         """The position ids of one example."""
@@ -41,10 +44,11 @@ class DigitPositionState:
         if token_id in self.rule.digits:
             self.run += 1
             return self.last_text + self.run
+        end = self.last_text + self.run + 1 if self.rule.attach_ends and self.run else -1
         self.run = 0
         self.last_text = self.next_text
         self.next_text += self.rule.stride
-        return self.last_text
+        return end if end >= 0 else self.last_text
 
 
 def uses_digit_positions(config: Any) -> bool:
@@ -58,7 +62,7 @@ def digit_alignment(config: Any, tokenizer: Any) -> DigitAlignment | None:
     """The run's rule over its tokenizer when its model takes digit-aligned positions, else None."""
     if not uses_digit_positions(config):
         return None
-    return DigitAlignment(digit_token_ids(tokenizer), config.model.tiny.digit_stride)
+    return DigitAlignment(digit_token_ids(tokenizer), config.model.tiny.digit_stride, config.model.tiny.digit_ends)
 
 
 def digit_token_ids(tokenizer: Any) -> frozenset[int]:
