@@ -162,3 +162,9 @@ def test_a_model_trained_with_digit_positions_learns_and_is_evaluated_with_them(
     assert aligned["settings"]["positions"] == {"rule": "digits", "digit_stride": 8, "digit_ends": False}
     assert aligned["exact_match"] >= 0.5, aligned
     assert plain["exact_match"] < aligned["exact_match"] - 0.2, (plain["exact_match"], aligned["exact_match"])
+    with pytest.raises(LlmftError, match="needs llmft's own decoding"):
+        eval_run(folder, ["eval.backend=vllm"], out=tmp_path / "vllm")
+    from llmft.core.export import export_merged
+
+    report = export_merged(folder, tmp_path / "exported")
+    assert "digit-aligned positions" in report["warning"] and report["max_abs_logit_diff"] == 0
