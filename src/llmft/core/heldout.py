@@ -87,7 +87,8 @@ def heldout_loss(model: Any, examples: list[TokenizedExample], pad_id: int, acce
     if share:
         batch_size = max(1, batch_tokens // max(len(example) for example in share))
         with accelerator.autocast():
-            total = sum(example_losses(model, share, pad_id, batch_size=batch_size, reduction="sum", digit_rule=digit_rule))
+            total = sum(example_losses(model, share, pad_id, batch_size=batch_size, reduction="sum",
+                                       digit_rule=digit_rule))
         count = sum(example.trained for example in share)
     summed = accelerator.reduce(torch.tensor([total, float(count)], device=accelerator.device), reduction="sum")
     return float(summed[0] / summed[1].clamp(min=1))
