@@ -115,6 +115,12 @@ class HFGenerator:
                 n = len(encoded[i])
                 ids[row, width - n:] = torch.tensor(encoded[i])
                 mask[row, width - n:] = 1
+            if self.digit_rule is not None:
+                texts = decode_digit_aligned(self.model, self.tokenizer, self.digit_rule, ids, mask,
+                                             max_new_tokens, stop, num_beams, temperature, top_p)
+                for row, i in enumerate(chunk):
+                    outputs[i] = texts[row]
+                continue
             kwargs: dict[str, Any] = {
                 "max_new_tokens": max_new_tokens,
                 "num_beams": num_beams,
@@ -127,12 +133,6 @@ class HFGenerator:
             if stop:
                 kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
             seq2seq = bool(getattr(self.model.config, "is_encoder_decoder", False))
-            if self.digit_rule is not None:
-                outputs_chunk = decode_digit_aligned(self.model, self.tokenizer, self.digit_rule, ids, mask,
-                                                     max_new_tokens, stop, num_beams, temperature, top_p)
-                for row, i in enumerate(chunk):
-                    outputs[i] = outputs_chunk[row]
-                continue
             if device.type == "cpu" and num_beams == 1 and not seq2seq:
                 # A preallocated cache instead of one torch.cat per layer and step: 1.3x faster decoding at
                 # batch 64 on CPU (bench/generate.py). Not on GPUs: there transformers would torch.compile the

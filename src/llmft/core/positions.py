@@ -44,11 +44,11 @@ class DigitPositionState:
         if token_id in self.rule.digits:
             self.run += 1
             return self.last_text + self.run
-        end = self.last_text + self.run + 1 if self.rule.attach_ends and self.run else -1
+        after_number = self.last_text + self.run + 1 if self.rule.attach_ends and self.run else None
         self.run = 0
         self.last_text = self.next_text
         self.next_text += self.rule.stride
-        return end if end >= 0 else self.last_text
+        return self.last_text if after_number is None else after_number
 
 
 def uses_digit_positions(config: Any) -> bool:
