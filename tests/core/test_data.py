@@ -293,3 +293,22 @@ def test_training_rows_with_merged_prefixes_keep_every_target_on_fewer_tokens(tm
     assert (merged_trained, merged_examples) == (trained, examples) and examples == len(records)
     assert merged_tokens < 0.8 * tokens
     assert "30 of 60 examples folded" in capsys.readouterr().err
+
+
+def test_paused_gc_restores_the_collector_as_it_found_it():
+    import gc
+
+    from llmft.core.data import paused_gc
+
+    with pytest.raises(ValueError):
+        with paused_gc():
+            assert not gc.isenabled()
+            raise ValueError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()

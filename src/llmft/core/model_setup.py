@@ -17,6 +17,7 @@ from llmft.core.data import (
     merge_shared_prefixes,
     pack_rows,
     pack_rows_by_width,
+    paused_gc,
     single_rows,
 )
 from llmft.core.errors import LlmftError
@@ -105,15 +106,16 @@ def build_rows(config: Config, recipe: TrainingHooks, tokenizer: Any, seq2seq: b
             raise LlmftError("data.packing = 'rows' packs decoder-only sequences; an encoder-decoder model "
                              "(T5) needs data.packing = 'group' or 'none'")
         return seq2seq_rows(seq2seq_examples(config.data.train, tokenizer, config.data.max_length))
-    examples = training_examples(config, recipe, tokenizer)
-    if config.data.merge_prefixes:
-        examples = merged_examples(examples)
-    if config.data.packing == "rows":
-        widest = max(config.data.pack_length, max(len(e) for e in examples))
-        if config.data.row_widths:
-            return pack_rows_by_width(examples, row_widths(config, widest))
-        return pack_rows(examples, widest)
-    return single_rows(examples)
+    with paused_gc():
+        examples = training_examples(config, recipe, tokenizer)
+        if config.data.merge_prefixes:
+            examples = merged_examples(examples)
+        if config.data.packing == "rows":
+            widest = max(config.data.pack_length, max(len(e) for e in examples))
+            if config.data.row_widths:
+                return pack_rows_by_width(examples, row_widths(config, widest))
+            return pack_rows(examples, widest)
+        return single_rows(examples)
 
 
 def merged_examples(examples: list[TokenizedExample]) -> list[TokenizedExample]:

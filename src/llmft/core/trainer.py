@@ -10,6 +10,7 @@ fight with callbacks there. Models, adapters, optimisers, schedulers and DDP sti
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
@@ -124,6 +125,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     widths = row_widths(config, max(len(row.input_ids) for row in rows))
     strategy = "group" if config.data.packing == "group" else "random"
 
+    @functools.lru_cache(maxsize=1)  # one shuffle per epoch, not per step (18 ms of a ~200 ms demo step)
     def epoch_order(epoch: int) -> list[list[int]]:
         return batch_order(rows, config.train.batch_size, config.train.seed, epoch, strategy, widths)
 
