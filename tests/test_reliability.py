@@ -102,6 +102,8 @@ def cases(w: dict[str, Path]) -> list[tuple[list[str], str]]:
         ([*fresh, "model.tiny.num_heads=3"], "must divide model.tiny.hidden_size"),
         ([*fresh, "model.tiny.digit_stride=0"], "model.tiny.digit_stride' must be >= 1"),
         ([*fresh, "model.tiny.rope_factor=0"], "model.tiny.rope_factor' must be > 0"),
+        ([*fresh, "model.tiny.digit_joiners=, 1"], "model.tiny.digit_joiners' must not hold digits"),
+        ([*fresh, "model.tiny.digit_layout=rows"], "model.tiny.digit_layout"),
         ([*fresh, "model.tiny.positions=digits", "train.random_positions=64"], "exclude each other"),
         ([*fresh, 'train.output_dir=""'], "train.output_dir' must not be empty"),
         ([*train, f"train.output_dir={r / 'a-file'}"], "is a file, not a folder"),

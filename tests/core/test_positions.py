@@ -108,6 +108,43 @@ def test_digit_positions_put_every_number_on_one_scale():
     assert ends.positions(longer) == [0, 1, 2, 3, 4, 5, 16, 24, 25, 26, 40]
 
 
+def test_joiners_make_a_list_one_number():
+    """With joiners, "[1, 0, 1]" is one number: its items keep their offsets whatever the list's length."""
+    joined = DigitAlignment(RULE.digits, stride=8, joiners=frozenset({7, 8}))  # 7 ",", 8 " ", 2 "[", 9 "]"
+    short, longer = [2, 11, 7, 8, 10, 9, 5], [2, 11, 7, 8, 10, 7, 8, 11, 9, 5]
+    assert joined.positions(short) == [0, 1, 2, 3, 4, 8, 16]
+    assert joined.positions(longer) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 16]
+    assert joined.positions([7, 8, 11]) == [0, 8, 9]  # a joiner before any digit is text
+    assert RULE.positions(short) == [0, 1, 8, 16, 17, 24, 32]  # without joiners every item is its own number
+
+
+def test_slots_give_every_number_the_stride_and_text_one_step():
+    """layout "slots": text tokens one apart, each number `stride` positions, so offsets hold at short range."""
+    slots = DigitAlignment(RULE.digits, stride=8, layout="slots")
+    ids = [1, 11, 12, 3, 4, 3, 13, 14, 15, 5, 6]
+    assert slots.positions(ids) == [0, 1, 2, 9, 10, 11, 12, 13, 14, 20, 21]
+    longer = [1, 11, 12, 13, 14, 3, 4, 3, 15, 5, 6]
+    assert slots.positions(longer) == [0, 1, 2, 3, 4, 9, 10, 11, 12, 20, 21]
+    # Same as the grid: a number's k-th digit sits a fixed distance from the next number's k-th digit.
+    assert slots.positions(ids)[6] - slots.positions(ids)[1] == slots.positions(longer)[8] - slots.positions(longer)[1]
+
+
+def test_the_config_keys_reach_the_rule():
+    """model.tiny.digit_joiners and digit_layout give the run's rule its joiner ids and layout."""
+    from llmft.core.config import config_from_dict
+    from llmft.core.positions import digit_alignment
+    from llmft.core.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer(["[1, 0] ab 0123456789\n"], "char")
+    config = config_from_dict({"recipe": "sft", "model": {"name": "tiny", "tiny": {
+        "positions": "digits", "digit_stride": 16, "digit_joiners": ", ", "digit_layout": "slots"}}})
+    rule = digit_alignment(config, tokenizer)
+    assert {tokenizer.decode([i]) for i in rule.joiners} == {",", " "}
+    assert (rule.stride, rule.layout) == (16, "slots")
+    ids = tokenizer("[1, 0]x", add_special_tokens=False)["input_ids"]
+    assert rule.positions(ids) == [0, 1, 2, 3, 4, 17, 18]  # "[" then one number of 4 tokens, its slot of 16
+
+
 def test_digit_token_ids_of_a_char_tokenizer():
     from llmft.core.tokenizers import train_tokenizer
 
@@ -159,7 +196,8 @@ def test_a_model_trained_with_digit_positions_learns_and_is_evaluated_with_them(
     folder = tmp_path / "a" / "run" / "final"
     aligned, _ = eval_run(folder, [])
     plain, _ = eval_run(folder, ["model.tiny.positions=rope"], out=tmp_path / "plain")
-    assert aligned["settings"]["positions"] == {"rule": "digits", "digit_stride": 8, "digit_ends": False}
+    assert aligned["settings"]["positions"] == {"rule": "digits", "digit_stride": 8, "digit_ends": False,
+                                                 "digit_joiners": "", "digit_layout": "grid"}
     assert aligned["exact_match"] >= 0.5, aligned
     assert plain["exact_match"] < aligned["exact_match"] - 0.2, (plain["exact_match"], aligned["exact_match"])
     with pytest.raises(LlmftError, match="needs llmft's own decoding"):

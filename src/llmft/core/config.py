@@ -40,6 +40,12 @@ class TinyModelConfig:
     digit_stride: int = 32
     # For "digits": the text token after a number sits right after its last digit, off the text grid.
     digit_ends: bool = False
+    # For "digits": characters that continue a number once a digit has started it (", " makes a list such as
+    # "1, 0, 1" one number, so its items sit at the same offsets whatever the list's length); "" = none.
+    digit_joiners: str = ""
+    # For "digits": "grid" puts text tokens digit_stride apart; "slots" puts them one apart and gives every
+    # number digit_stride positions (the same fixed offsets between numbers, shorter distances).
+    digit_layout: Literal["grid", "slots"] = "grid"
     # RoPE's linear scaling: positions divided by this (> 1 slows every rotation, so RoPE's fastest one, one
     # radian per position, no longer comes back to where it started after 6 positions).
     rope_factor: float = 1.0
@@ -331,6 +337,8 @@ def _check_values(built: dict[str, Any]) -> list[str]:
                       f"({tiny.num_heads})")
     if tiny.digit_stride < 1:
         errors.append(f"key 'model.tiny.digit_stride' must be >= 1, got {tiny.digit_stride!r}")
+    if any(c.isdigit() for c in tiny.digit_joiners):
+        errors.append(f"key 'model.tiny.digit_joiners' must not hold digits, got {tiny.digit_joiners!r}")
     if tiny.positions == "digits" and tiny.architecture != "llama":
         errors.append("key 'model.tiny.positions' = 'digits' needs model.tiny.architecture = 'llama'")
     if tiny.positions == "digits" and built["train"].random_positions:

@@ -5,8 +5,10 @@ digit of a number takes the position of the text token before it plus k. So the 
 positions whatever the numbers' lengths, numbers never share a position while they have fewer than S
 digits, and the k-th digit of any number is S-multiples away from the k-th digit of any other: copying or
 aligning digits is one fixed relative offset under RoPE at every length (the idea of position coupling,
-Cho et al., NeurIPS 2024, here for numbers written left to right). Training and generation must use the same
-rule: llmft applies it in its trainer, its held-out loss and `HFGenerator`.
+Cho et al., NeurIPS 2024, here for numbers written left to right). With joiners (e.g. "," and " "), a number
+goes on through them, so a whole list such as "1, 0, 1" is one number: its k-th token sits k after the text
+before it, whatever the list's length. Training and generation must use the same rule: llmft applies it in
+its trainer, its held-out loss and `HFGenerator`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ class DigitAlignment:
     # The text token right after a number takes the position after its last digit (where a copy of the number
     # reading one digit ahead finds it) instead of its place on the text grid.
     attach_ends: bool = False
+    # Ids that continue a number once a digit has started it (a list's separators); text anywhere else.
+    joiners: frozenset[int] = frozenset()
+    # "grid": text tokens `stride` apart; "slots": text tokens one apart and every number takes `stride`
+    # positions, so the same offsets hold with far shorter distances between text tokens.
+    layout: str = "grid"
 
     def positions(self, token_ids: Iterable[int]) -> list[int]:
         """The position ids of one example."""
@@ -41,13 +48,17 @@ class DigitPositionState:
 
     def advance(self, token_id: int) -> int:
         """The position of `token_id` appended to the prefix (the state moves past it)."""
-        if token_id in self.rule.digits:
+        if token_id in self.rule.digits or (self.run and token_id in self.rule.joiners):
             self.run += 1
             return self.last_text + self.run
         after_number = self.last_text + self.run + 1 if self.rule.attach_ends and self.run else None
+        if self.rule.layout == "slots":
+            self.last_text = self.next_text + (self.rule.stride if self.run else 0)
+            self.next_text = self.last_text + 1
+        else:
+            self.last_text = self.next_text
+            self.next_text += self.rule.stride
         self.run = 0
-        self.last_text = self.next_text
-        self.next_text += self.rule.stride
         return self.last_text if after_number is None else after_number
 
 
@@ -62,14 +73,23 @@ def digit_alignment(config: Any, tokenizer: Any) -> DigitAlignment | None:
     """The run's rule over its tokenizer when its model takes digit-aligned positions, else None."""
     if not uses_digit_positions(config):
         return None
-    return DigitAlignment(digit_token_ids(tokenizer), config.model.tiny.digit_stride, config.model.tiny.digit_ends)
+    tiny = config.model.tiny
+    return DigitAlignment(digit_token_ids(tokenizer), tiny.digit_stride, tiny.digit_ends,
+                          joiner_token_ids(tokenizer, tiny.digit_joiners), tiny.digit_layout)
 
 
 def digit_token_ids(tokenizer: Any) -> frozenset[int]:
     """The ids whose text is made of ASCII digits only (one per digit for a char tokenizer; more for BPE)."""
-    ids = set()
-    for token_id in range(len(tokenizer)):
-        text = tokenizer.decode([token_id])
-        if text and text.isascii() and text.isdigit():
-            ids.add(token_id)
-    return frozenset(ids)
+    return frozenset(i for i, text in enumerate(token_texts(tokenizer)) if text.isascii() and text.isdigit())
+
+
+def joiner_token_ids(tokenizer: Any, joiners: str) -> frozenset[int]:
+    """The ids whose text is made of the characters in `joiners` only ("" = none)."""
+    if not joiners:
+        return frozenset()
+    return frozenset(i for i, text in enumerate(token_texts(tokenizer)) if text and set(text) <= set(joiners))
+
+
+def token_texts(tokenizer: Any) -> list[str]:
+    """Every id's text as one token ("" for ids that decode to nothing, such as special tokens)."""
+    return [tokenizer.decode([token_id]) for token_id in range(len(tokenizer))]
