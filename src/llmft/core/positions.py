@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class DigitAlignment:
     joiners: frozenset[int] = frozenset()
     # "grid": text tokens `stride` apart; "slots": text tokens one apart and every number takes `stride`
     # positions, so the same offsets hold with far shorter distances between text tokens.
-    layout: str = "grid"
+    layout: Literal["grid", "slots"] = "grid"
 
     def positions(self, token_ids: Iterable[int]) -> list[int]:
         """The position ids of one example."""
