@@ -187,6 +187,9 @@ def decode_digit_aligned(model: Any, tokenizer: Any, rule: DigitAlignment, ids: 
         else DynamicCache()
     step_ids, step_positions = ids.to(device), positions.to(device)
     filled = 0
+    # A stop string first completes in the newest token and spans at most its own length in tokens (each >= 1
+    # character), so only that tail is decoded per step; twice the length leaves room for byte-level pieces.
+    tail = 2 * max((len(s) for s in stop), default=0)
     # transformers 5 deprecates `past_key_values` for `cache`; a PEFT wrapper takes **kwargs and passes either on.
     cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     with torch.inference_mode():
@@ -212,7 +215,7 @@ def decode_digit_aligned(model: Any, tokenizer: Any, rule: DigitAlignment, ids: 
                     else:
                         new_ids[r].append(token)
                         if stop:
-                            done[r] = cut_at_stop(tokenizer.decode(new_ids[r]), stop)[1]
+                            done[r] = cut_at_stop(tokenizer.decode(new_ids[r][-tail:]), stop)[1]
                 next_positions.append(states[r].advance(token))
             if all(done):
                 break

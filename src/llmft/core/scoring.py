@@ -54,6 +54,7 @@ def example_losses(model: Any, examples: Sequence[TokenizedExample], pad_id: int
     import torch
 
     rows = single_rows(examples)
+    eager = getattr(model.config, "_attn_implementation", "") == "eager"  # digit positions: a float mask
     out: list[float] = []
     was_training = model.training
     model.eval()
@@ -62,7 +63,6 @@ def example_losses(model: Any, examples: Sequence[TokenizedExample], pad_id: int
             for start in range(0, len(rows), batch_size):
                 batch = collate(rows[start:start + batch_size], pad_id, packed=False)
                 if digit_rule is not None:
-                    eager = getattr(model.config, "_attn_implementation", "") == "eager"
                     batch = align_digit_positions(batch, digit_rule, additive=eager)
                 losses = token_losses(_forward(model, batch), batch["labels"].to(next(model.parameters()).device))
                 counts = (batch["labels"][:, 1:] != IGNORE).sum(dim=1).to(losses.device)
