@@ -78,14 +78,15 @@ def test_training_with_random_positions_learns_and_resumes_identically(tmp_path,
     assert first.losses + resumed.losses == pytest.approx(whole.losses, rel=1e-4)
 
 
-def test_auto_attention_is_eager_for_narrow_rows_and_sdpa_for_wide(tmp_path, caesar_data):
+def test_auto_attention_is_eager_for_narrow_rows_and_blocks_for_wide(tmp_path, caesar_data):
+    from llmft.core import attention
     from llmft.core.models import EAGER_MAX_WIDTH, attention_for_width
 
     model = _llama()
     attention_for_width(model, EAGER_MAX_WIDTH)
     assert model.config._attn_implementation == "eager"
     attention_for_width(model, EAGER_MAX_WIDTH + 1)
-    assert model.config._attn_implementation == "sdpa"
+    assert model.config._attn_implementation == attention.NAME
     train_file, _ = caesar_data
     runs = {attn: train_run(tiny_config(tmp_path / attn, train_file, model={"attn_implementation": attn}),
                             progress=False) for attn in ("auto", "eager")}

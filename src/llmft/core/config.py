@@ -64,10 +64,11 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     chat_template: str = ""  # a Jinja template overriding the tokenizer's own
     trust_remote_code: bool = False
-    # A transformers attention ("sdpa", "eager", ...), or "auto": SDPA, except eager attention for training
-    # batches of rows up to 128 tokens wide, where it is faster on CPU (torch's SDPA backward there costs
-    # about what a 512-wide row does; bench/RESULTS.md, "Rows sized to the examples").
-    attn_implementation: str = "sdpa"
+    # A transformers attention ("sdpa", "eager", ...), or "auto": training on CPU takes eager attention for
+    # batches of rows up to 128 tokens wide and above that SDPA over each block of queries' unmasked keys only
+    # (llmft.core.attention; packed rows mask most pairs); loading, evaluating and GPUs take SDPA
+    # (bench/RESULTS.md, "Rows sized to the examples" and "Block-sparse attention").
+    attn_implementation: str = "auto"
     # false: texts and prompts are encoded without BOS (Re-Tuning's add_special_tokens=False); the run's saved
     # tokenizer keeps this, so training, eval and serve agree.
     add_bos: bool = True

@@ -101,8 +101,14 @@ def loaded_attention(config: Config) -> str:
 
 
 def attention_for_width(model: Any, width: int) -> None:
-    """For "auto" attention: eager for a batch of rows up to EAGER_MAX_WIDTH tokens, SDPA above."""
-    wanted = "eager" if width <= EAGER_MAX_WIDTH else "sdpa"
+    """For "auto" attention on CPU: eager for a batch of rows up to EAGER_MAX_WIDTH tokens, block-sparse SDPA
+    above (llmft.core.attention); on a GPU, SDPA."""
+    from llmft.core import attention
+
+    if next(model.parameters()).device.type != "cpu":
+        wanted = "sdpa"
+    else:
+        wanted = "eager" if width <= EAGER_MAX_WIDTH else attention.register()
     if model.config._attn_implementation != wanted:
         model.config._attn_implementation = wanted
 

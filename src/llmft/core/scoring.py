@@ -6,6 +6,7 @@ compute, so they agree to the last bit on the same batch. Torch is imported insi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -39,6 +40,21 @@ def token_loss_sum(logits: Any, labels: Any, shift: bool = True) -> Any:
     targets = labels[:, 1:] if shift else labels
     return F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
+
+
+@contextlib.contextmanager
+def logits_only_where_trained(model: Any, labels: Any) -> Iterator[Any]:
+    """Within: a causal LM's head computes logits only at the positions whose next token is trained, as
+    (1, kept, vocab); yields those next tokens, in the same order. A completion-only loss reads nothing else, and
+    the head's matmul and the fp32 softmax over the vocabulary are a tenth to a fifth of a small model's step."""
+    keep = labels.new_zeros(labels.shape, dtype=bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE
+    handle = model.get_output_embeddings().register_forward_pre_hook(
+        lambda _module, args: (args[0][keep.to(args[0].device)][None], *args[1:]))
+    try:
+        yield labels[:, 1:][keep[:, :-1]][None]
+    finally:
+        handle.remove()
 
 
 def _forward(model: Any, batch: dict[str, Any]) -> Any:

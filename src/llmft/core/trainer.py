@@ -37,7 +37,7 @@ from llmft.core.models import attention_for_width
 from llmft.core.positions import digit_alignment
 from llmft.core.progress import note_large_file
 from llmft.core.run_summary import write_summary
-from llmft.core.scoring import token_loss_sum
+from llmft.core.scoring import logits_only_where_trained, token_loss_sum
 from llmft.core.seq2seq import collate_seq2seq, is_seq2seq
 from llmft.core.train_log import TrainLog
 
@@ -115,6 +115,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     if weight_dtype and config.adapter.method != "qlora":  # a 4-bit base keeps its own dtypes
         model = model.to(getattr(torch, weight_dtype))
     seq2seq = is_seq2seq(model)
+    gather = not seq2seq and model.get_output_embeddings() is not None
     start_id = model.config.decoder_start_token_id if seq2seq else None
     rows = build_rows(config, recipe, tokenizer, seq2seq)
     # The held-out loss scores decoder-only sequences; encoder-decoder runs skip it.
@@ -189,10 +190,13 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
         for g, batch in enumerate(batches):
             batch = {k: v.to(device) for k, v in batch.items()}
             sync = g == len(batches) - 1
+            # A decoder's logits only where a token is trained; an encoder-decoder's labels are its targets.
+            trained = (contextlib.nullcontext(batch["labels"]) if not gather
+                       else logits_only_where_trained(accelerator.unwrap_model(model), batch["labels"]))
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
-                with accelerator.autocast():
+                with accelerator.autocast(), trained as targets:
                     logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
-                summed = token_loss_sum(logits, batch["labels"], shift=not seq2seq)
+                summed = token_loss_sum(logits, targets, shift=not (gather or seq2seq))
                 # DDP averages gradients over ranks: scale so the sum over the window / its denominator results.
                 accelerator.backward(summed * world / window)
             loss_sum += summed.detach()
