@@ -3,6 +3,9 @@
 A = `llmft.core.trainer.train` configured as the recipes do (packing = "rows", pack_length 512, bf16 "auto").
 B = TRL `SFTTrainer` with its defaults for prompt/completion data (completion-only loss, padded random
     batches, bf16, gradient checkpointing), the same learning rate, schedule (linear, no warmup) and clipping.
+A0 (with --baseline DIR) = A run from another llmft checkout (e.g. `git worktree add DIR <commit>`), the
+    "before" of a speed change, in the same invocation (A0 A B, repeated).
+`--precision fp32` trains A, A0 and B without bf16 autocast.
 
 Effective batch: B takes `batch` examples per optimizer step, A takes `rows` packed rows per step (about as
 many examples). The script picks the number of training examples E (at most --examples), `rows`, and `batch`
@@ -14,7 +17,7 @@ trained / training-loop seconds (model loading and tokenisation excluded for bot
 time is shown too). "final loss" is the mean of the last 10 step losses; "held-out loss" is the completion
 loss of the trained model on 128 unseen examples, in fp32, computed by the same function for both.
 
-    flock /tmp/llmft-cpu.lock .venv/bin/python bench/train_throughput.py [--device cuda]
+    flock /tmp/llmft-cpu.lock .venv/bin/python bench/train_throughput.py [--device cuda] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -54,13 +57,16 @@ def main() -> None:
         action="store_true",
         help="turn off TRL's default gradient checkpointing in B (to see its share of the gap)",
     )
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                        help="bf16: autocast where supported (llmft's bf16 = auto, TRL's default); fp32: none")
+    parser.add_argument("--baseline", default="", help="an llmft checkout to run as A0 (its src/ first on the path)")
     parser.add_argument("--json", default="", help="write the headline figures here")
-    parser.add_argument("--child", choices=["A", "B"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["A0", "A", "B"], help=argparse.SUPPRESS)
     parser.add_argument("--plan", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         plan = json.loads(Path(args.plan).read_text())
-        result = run_llmft(plan) if args.child == "A" else run_trl(plan)
+        result = run_trl(plan) if args.child == "B" else run_llmft(plan)
         Path(plan["out"]).write_text(json.dumps(result))
         return
 
@@ -70,8 +76,8 @@ def main() -> None:
         plan = make_plan(paths, args)
         runs: list[dict[str, Any]] = []
         for repeat in range(args.repeats):
-            for who in ("A", "B"):
-                runs.append(run_child(who, repeat, plan, folder))
+            for who in (["A0"] if args.baseline else []) + ["A", "B"]:
+                runs.append(run_child(who, repeat, plan, folder, args.baseline))
     report(runs, plan, args)
 
 
@@ -105,6 +111,7 @@ def make_plan(paths: dict[str, Path], args: argparse.Namespace) -> dict[str, Any
                 "threads": args.threads,
                 "batch": batch,
                 "trl_checkpointing": not args.trl_no_checkpointing,
+                "precision": args.precision,
                 "examples": count,
                 "steps": steps,
                 "rows": len(rows),
@@ -118,19 +125,23 @@ def make_plan(paths: dict[str, Path], args: argparse.Namespace) -> dict[str, Any
     raise SystemExit("no example count gives A and B the same number of steps; change --examples or --batch")
 
 
-def run_child(who: str, repeat: int, plan: dict[str, Any], folder: Path) -> dict[str, Any]:
+def run_child(who: str, repeat: int, plan: dict[str, Any], folder: Path, baseline: str) -> dict[str, Any]:
     out = folder / f"result-{who}{repeat}.json"
     log = folder / f"log-{who}{repeat}.txt"
     plan_file = folder / f"plan-{who}{repeat}.json"
     plan_file.write_text(
         json.dumps({**plan, "out": str(out), "output_dir": str(folder / f"run-{who}{repeat}")})
     )
+    env = dict(os.environ)
+    if who == "A0":  # the baseline checkout's llmft shadows the installed one
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(baseline).resolve() / "src"), env.get("PYTHONPATH")]))
     started = time.perf_counter()
     with log.open("w") as handle:
         code = subprocess.call(
             [sys.executable, __file__, "--child", who, "--plan", str(plan_file)],
             stdout=handle,
             stderr=subprocess.STDOUT,
+            env=env,
         )
     if code != 0:
         sys.stdout.write(log.read_text()[-4000:])
@@ -162,7 +173,7 @@ def run_llmft(plan: dict[str, Any]) -> dict[str, Any]:
                 "batch_size": plan["rows_per_step"],
                 "learning_rate": plan["lr"],
                 "lr_scheduler": "linear",
-                "bf16": "auto",
+                "bf16": "auto" if plan["precision"] == "bf16" else "false",
                 "threads": plan["threads"] if plan["device"] == "cpu" else 0,
                 "logging_steps": 10,
             },
@@ -209,6 +220,7 @@ def run_trl(plan: dict[str, Any]) -> dict[str, Any]:
         disable_tqdm=True,
         use_cpu=plan["device"] == "cpu",
         gradient_checkpointing=plan["trl_checkpointing"],
+        **({} if plan["precision"] == "bf16" else {"bf16": False}),
     )
     trainer = SFTTrainer(
         model=paths["model"], args=args, train_dataset=Dataset.from_list(records), processing_class=tokenizer
@@ -282,7 +294,7 @@ def report(runs: list[dict[str, Any]], plan: dict[str, Any], args: argparse.Name
     rows = [
         [
             f"{r['who']}{r['repeat'] + 1}",
-            "llmft" if r["who"] == "A" else "TRL SFTTrainer",
+            {"A0": "llmft (baseline)", "A": "llmft", "B": "TRL SFTTrainer"}[r["who"]],
             r["tokens_per_s"],
             r["steps"],
             r["examples_seen"],
@@ -293,7 +305,7 @@ def report(runs: list[dict[str, Any]], plan: dict[str, Any], args: argparse.Name
         ]
         for r in runs
     ]
-    by = {who: [r for r in runs if r["who"] == who] for who in ("A", "B")}
+    by = {who: [r for r in runs if r["who"] == who] for who in ("A0", "A", "B") if any(r["who"] == who for r in runs)}
     speed = {who: statistics.mean(r["tokens_per_s"] for r in group) for who, group in by.items()}
     rss = {who: max(r["peak_rss_mb"] for r in group) for who, group in by.items()}
     loss = {who: statistics.mean(final(r) for r in group) for who, group in by.items()}
@@ -312,7 +324,7 @@ def report(runs: list[dict[str, Any]], plan: dict[str, Any], args: argparse.Name
         f"{plan['steps']} optimizer steps each; lr {plan['lr']}"
     )
     workload.print_table(
-        f"Training throughput ({args.device})",
+        f"Training throughput ({args.device}, {args.precision})",
         [
             "run",
             "trainer",
@@ -345,6 +357,13 @@ def report(runs: list[dict[str, Any]], plan: dict[str, Any], args: argparse.Name
         ["peak RSS A / B (MB)", f"{rss['A']:,.0f} / {rss['B']:,.0f}", "A <= B", rss["A"] <= rss["B"]],
         ["same steps and examples", same_work, "yes", same_work],
     ]
+    if "A0" in by:
+        gain, before_gap = speed["A"] / speed["A0"], abs(loss["A"] - loss["A0"]) / loss["A0"]
+        summary += [
+            ["real tok/s A / A0 (this llmft / the baseline)", f"{gain:.2f}x", ">= 1.5", gain >= 1.5],
+            ["final loss A / A0", f"{loss['A']:.4f} / {loss['A0']:.4f} ({before_gap:.2%})", "within 1%",
+             before_gap <= 0.01],
+        ]
     workload.print_table("Training: llmft (A) vs TRL (B)", ["figure", "value", "target", "met"], summary)
     workload.write_summary(
         args.json,
