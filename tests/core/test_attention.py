@@ -7,7 +7,7 @@ import torch
 
 from llmft.core import attention
 from llmft.core.attention import blocked_attention_forward, key_spans
-from llmft.core.scoring import logits_only_where_trained, token_loss_sum
+from llmft.core.scoring import logits_only_where_trained, token_loss_sum, trained_logits_pay
 
 
 def packed_mask(lengths: list[list[int]]) -> torch.Tensor:
@@ -59,11 +59,11 @@ def test_blocked_attention_equals_sdpa_over_the_whole_row(monkeypatch, low_preci
         torch.testing.assert_close(mine, theirs, atol=5 * tolerance, rtol=5 * tolerance)
 
 
-def _tiny_llama(attn: str):
+def _tiny_llama(attn: str, vocab: int = 40):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, attn_implementation=attn)
     return LlamaForCausalLM(config)
 
@@ -102,3 +102,8 @@ def test_logits_only_where_trained_give_the_same_loss_and_gradients():
     for mine, theirs in zip(torch.autograd.grad(gathered, list(model.parameters())), full_grads):
         torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=1e-5)
     assert model(input_ids=ids).logits.shape == (2, 12, 40)  # the hook is gone after the block
+
+
+def test_the_trainer_gathers_logits_only_for_an_output_layer_wider_than_the_hidden_states():
+    assert trained_logits_pay(_tiny_llama("sdpa", vocab=40))  # 40 ids > 32 hidden
+    assert not trained_logits_pay(_tiny_llama("sdpa", vocab=24))

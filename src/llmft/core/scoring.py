@@ -42,6 +42,13 @@ def token_loss_sum(logits: Any, labels: Any, shift: bool = True) -> Any:
                            ignore_index=IGNORE, reduction="sum")
 
 
+def trained_logits_pay(model: Any) -> bool:
+    """Whether `logits_only_where_trained` saves time: the output layer is wider than the hidden states (a
+    character vocabulary of a few dozen ids saves nothing, and the Re-Tuning demo measured slower with it)."""
+    head = model.get_output_embeddings()
+    return head is not None and getattr(head, "out_features", 0) > getattr(head, "in_features", 0)
+
+
 @contextlib.contextmanager
 def logits_only_where_trained(model: Any, labels: Any) -> Iterator[Any]:
     """Within: a causal LM's head computes logits only at the positions whose next token is trained, as

@@ -37,7 +37,7 @@ from llmft.core.models import attention_for_width
 from llmft.core.positions import digit_alignment
 from llmft.core.progress import note_large_file
 from llmft.core.run_summary import write_summary
-from llmft.core.scoring import logits_only_where_trained, token_loss_sum
+from llmft.core.scoring import logits_only_where_trained, token_loss_sum, trained_logits_pay
 from llmft.core.seq2seq import collate_seq2seq, is_seq2seq
 from llmft.core.train_log import TrainLog
 
@@ -115,7 +115,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     if weight_dtype and config.adapter.method != "qlora":  # a 4-bit base keeps its own dtypes
         model = model.to(getattr(torch, weight_dtype))
     seq2seq = is_seq2seq(model)
-    gather = not seq2seq and model.get_output_embeddings() is not None
+    gather = not seq2seq and trained_logits_pay(model)
     start_id = model.config.decoder_start_token_id if seq2seq else None
     rows = build_rows(config, recipe, tokenizer, seq2seq)
     # The held-out loss scores decoder-only sequences; encoder-decoder runs skip it.
