@@ -52,6 +52,45 @@ def test_sequence_reduction_is_invariant_to_gradient_accumulation(tmp_path, caes
     assert a.losses == pytest.approx(b.losses, rel=1e-5)
 
 
+def test_example_loss_weights_give_each_example_its_mean():
+    import torch
+
+    from llmft.core.data import example_loss_weights
+
+    batch = {"labels": torch.tensor([[-100, 5, 6, -100, -100, 7], [-100, -100, 1, 2, 3, -100]]),
+             "position_ids": torch.tensor([[0, 1, 2, 0, 1, 2], [0, 1, 2, 3, 0, 1]])}
+    assert example_loss_weights(batch).tolist() == [[0, 0.5, 0.5, 0, 0, 1.0], [0, 0, 0.5, 0.5, 1.0, 0]]
+    unpacked = {"labels": torch.tensor([[-100, 4, 4, 4, 4]])}  # no position ids: one example per row
+    assert example_loss_weights(unpacked).tolist() == [[0, 0.25, 0.25, 0.25, 0.25]]
+
+
+def test_example_reduction_averages_each_examples_mean_loss(tmp_path, caesar_data):
+    """A step at a negligible learning rate leaves the weights as they were, so the first loss must equal the
+    mean over the window's examples of each one's mean token loss, scored one example at a time."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmft.core.data import TokenizedExample
+    from llmft.core.model_setup import build_rows
+    from llmft.core.scoring import example_losses
+    from llmft.recipes.base import get_recipe
+
+    train_file, _ = caesar_data
+    config = tiny_config(tmp_path, train_file, data={"pack_length": 64},
+                         train={"max_steps": 1, "batch_size": 2, "grad_accum": 2, "learning_rate": 1e-30,
+                                "loss_reduction": "example"})
+    result = train_run(config, progress=False)
+    tokenizer = AutoTokenizer.from_pretrained(result.output_dir / "tokenizer")
+    rows = build_rows(config, get_recipe(config.recipe), tokenizer)
+    examples = []
+    for row in (rows[i] for i in result.trained_on):
+        starts = [i for i, p in enumerate(row.position_ids) if p == 0] + [len(row.input_ids)]
+        examples += [TokenizedExample(row.input_ids[a:b], row.labels[a:b]) for a, b in zip(starts, starts[1:])]
+    assert len(examples) > 4  # packed: more examples than the window's 4 rows
+    model = AutoModelForCausalLM.from_pretrained(result.output_dir / "final")
+    means = example_losses(model, examples, tokenizer.pad_token_id, reduction="mean")
+    assert result.losses[0] == pytest.approx(sum(means) / len(means), rel=1e-4)
+
+
 def test_adam_betas_reach_the_optimizer(tmp_path):
     import torch
 

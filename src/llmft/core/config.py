@@ -145,8 +145,9 @@ class TrainConfig:
     adam_beta2: float = 0.999
     # "token": the loss is the mean over the trained tokens of the whole accumulation window and all ranks;
     # "sequence": each example's summed token loss, averaged over the window's examples (a packed row counts
-    # each example it holds), as Re-Tuning's reference trained.
-    loss_reduction: Literal["token", "sequence"] = "token"
+    # each example it holds), as Re-Tuning's reference trained; "example": each example's mean token loss,
+    # averaged over the window's examples (a one-token answer weighs as much as a forty-token call).
+    loss_reduction: Literal["token", "sequence", "example"] = "token"
     seed: int = 0
     save_steps: int = 0  # 0 = only the final adapter/model
     save_total_limit: int = 2

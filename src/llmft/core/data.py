@@ -350,6 +350,21 @@ def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     return batch
 
 
+def example_loss_weights(batch: dict[str, Any]) -> Any:
+    """Per label, 1 / (trained tokens of its example), 0 where untrained: each example's loss becomes its mean,
+    whatever its length. Examples are found as collate made them (position ids restart at 0; one per row if none)."""
+    import torch
+
+    labels = batch["labels"]
+    rows, width = labels.shape
+    positions = batch.get("position_ids")
+    segment = (positions == 0).long().cumsum(-1) if positions is not None else torch.zeros_like(labels)
+    example = segment + torch.arange(rows)[:, None] * (width + 1)  # unique per row and example
+    trained = labels != IGNORE
+    counts = torch.bincount(example[trained], minlength=rows * (width + 1)).clamp(min=1)
+    return torch.where(trained, 1.0 / counts[example].float(), torch.zeros(()))
+
+
 def randomize_positions(batch: dict[str, Any], span: int, generator: Any, additive: bool) -> dict[str, Any]:
     """The batch with each example's position ids replaced by a sorted random sample of range(span).
     `additive`: a float mask (eager attention) instead of a boolean one."""

@@ -31,15 +31,20 @@ def token_losses(logits: Any, labels: Any) -> Any:
     return losses.view(targets.shape)
 
 
-def token_loss_sum(logits: Any, labels: Any, shift: bool = True) -> Any:
-    """Sum of next-token cross-entropy over trained positions (computed in fp32). shift=False: the labels are
-    already aligned with the logits (an encoder-decoder's decoder targets)."""
+def token_loss_sum(logits: Any, labels: Any, shift: bool = True, weights: Any = None) -> Any:
+    """Sum of next-token cross-entropy over trained positions (computed in fp32), each weighted by `weights`
+    (shaped as labels) when given. shift=False: the labels are already aligned with the logits (an
+    encoder-decoder's decoder targets, or logits gathered where trained)."""
     import torch.nn.functional as F
 
     shifted = logits[:, :-1].float() if shift else logits.float()
     targets = labels[:, 1:] if shift else labels
-    return F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
+    if weights is None:
+        return F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1),
+                               ignore_index=IGNORE, reduction="sum")
+    losses = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
+                             reduction="none")
+    return (losses * (weights[:, 1:] if shift else weights).reshape(-1)).sum()
 
 
 def trained_logits_pay(model: Any) -> bool:

@@ -21,7 +21,14 @@ from typing import Any
 
 from llmft.core import checkpoints, runs
 from llmft.core.config import Config, config_to_toml
-from llmft.core.data import IGNORE, align_digit_positions, batch_order, collate, randomize_positions
+from llmft.core.data import (
+    IGNORE,
+    align_digit_positions,
+    batch_order,
+    collate,
+    example_loss_weights,
+    randomize_positions,
+)
 from llmft.core.errors import LlmftError
 from llmft.core.heldout import eval_interval, heldout_examples, heldout_loss
 from llmft.core.model_setup import (
@@ -169,6 +176,8 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
                  for g in range(config.train.grad_accum)]
         batches = [collate_seq2seq([rows[i] for i in indices], tokenizer.pad_token_id, start_id) if seq2seq
                    else collate([rows[i] for i in indices], tokenizer.pad_token_id, packed) for indices in micro]
+        if config.train.loss_reduction == "example":  # from collate's positions, before any lever replaces them
+            batches = [{**b, "loss_weights": example_loss_weights(b)} for b in batches]
         if config.model.attn_implementation == "auto" and not seq2seq:
             attention_for_width(accelerator.unwrap_model(model), max(b["input_ids"].shape[1] for b in batches))
         eager = accelerator.unwrap_model(model).config._attn_implementation == "eager"  # masks float or bool
@@ -184,7 +193,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
             raise LlmftError(f"step {step + 1}: a batch has no trained tokens (check the data's loss mask)")
         # The loss divides by the window's trained tokens, or by its examples (a packed row holds several).
         examples = sum(rows[i].examples for indices in micro for i in indices)
-        local = torch.tensor(float(examples if config.train.loss_reduction == "sequence" else tokens)).to(device)
+        local = torch.tensor(float(tokens if config.train.loss_reduction == "token" else examples)).to(device)
         window = accelerator.reduce(local.clone(), reduction="sum")
         loss_sum = torch.zeros((), device=device)
         for g, batch in enumerate(batches):
@@ -195,8 +204,12 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
                        else logits_only_where_trained(accelerator.unwrap_model(model), batch["labels"]))
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
                 with accelerator.autocast(), trained as targets:
-                    logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
-                summed = token_loss_sum(logits, targets, shift=not (gather or seq2seq))
+                    logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "loss_weights")},
+                                   use_cache=False).logits
+                weights = batch.get("loss_weights")
+                if gather and weights is not None:  # in the gathered targets' order
+                    weights = weights[:, 1:][batch["labels"][:, 1:] != IGNORE][None]
+                summed = token_loss_sum(logits, targets, shift=not (gather or seq2seq), weights=weights)
                 # DDP averages gradients over ranks: scale so the sum over the window / its denominator results.
                 accelerator.backward(summed * world / window)
             loss_sum += summed.detach()
