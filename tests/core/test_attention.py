@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from llmft.core import attention
-from llmft.core.attention import blocked_attention_forward, key_spans
+from llmft.core.attention import allowed_pairs, blocked_attention_forward, key_spans
 from llmft.core.scoring import logits_only_where_trained, token_loss_sum, trained_logits_pay
 
 
@@ -31,6 +31,13 @@ def test_key_spans_give_each_block_of_queries_the_keys_its_rows_may_see():
     assert key_spans(allowed[:1], 4, align=1) == [(0, 4, 0, 4), (4, 8, 3, 8), (8, 12, 3, 12)]
     assert key_spans(allowed[:1], 4, align=2)[1] == (4, 8, 2, 8)  # the start rounded down
     assert key_spans(torch.zeros(1, 4, 4, dtype=torch.bool), 2, align=1) == [(0, 2, 0, 0), (2, 4, 0, 0)]
+
+
+def test_an_additive_mask_allows_the_pairs_its_boolean_twin_does():
+    mask = packed_mask([[3, 6, 3]])
+    additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    assert torch.equal(allowed_pairs(additive), mask[:, 0])
+    assert torch.equal(allowed_pairs(additive.masked_fill(~mask, float("-inf"))), mask[:, 0])
 
 
 class _Module(torch.nn.Module):

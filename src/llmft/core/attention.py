@@ -32,16 +32,18 @@ def key_spans(allowed: Any, block: int, align: int = ALIGN) -> list[tuple[int, i
         end = min(queries, start + block)
         seen = allowed[:, start:end].any(dim=1).any(dim=0)  # keys any query of the block may see
         hit = index[seen]
-        spans.append((start, end, int(hit[0]) // align * align, int(hit[-1]) + 1) if len(hit) else (start, end, 0, 0))
+        first, last = (int(hit[0]) // align * align, int(hit[-1]) + 1) if len(hit) else (0, 0)
+        spans.append((start, end, first, last))
     return spans
 
 
 def allowed_pairs(attention_mask: Any) -> Any:
-    """The (batch, queries, keys) boolean view of a 4-D mask, boolean or additive (0 where allowed)."""
+    """The (batch, queries, keys) boolean view of a 4-D mask, boolean or additive (finite where allowed, the
+    dtype's minimum or -inf where not)."""
     import torch
 
     mask = attention_mask[:, 0]
-    return mask if mask.dtype == torch.bool else mask == 0
+    return mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
 
 
 def blocked_attention_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
