@@ -199,7 +199,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
         for g, batch in enumerate(batches):
             batch = {k: v.to(device) for k, v in batch.items()}
             sync = g == len(batches) - 1
-            # A decoder's logits only where a token is trained; an encoder-decoder's labels are its targets.
+            # Logits only where a token is trained, where that pays (a wide vocabulary); else all of them.
             trained = (contextlib.nullcontext(batch["labels"]) if not gather
                        else logits_only_where_trained(accelerator.unwrap_model(model), batch["labels"]))
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
