@@ -100,10 +100,12 @@ def test_logits_only_where_trained_give_the_same_loss_and_gradients():
     labels[1, 0] = -100
     full = token_loss_sum(model(input_ids=ids).logits, labels)
     full_grads = torch.autograd.grad(full, list(model.parameters()))
-    with logits_only_where_trained(model, labels) as targets:
+    weights = torch.rand(labels.shape)
+    with logits_only_where_trained(model, labels, weights) as (targets, kept_weights):
         logits = model(input_ids=ids).logits
     assert logits.shape == (1, (12 - 5) + (12 - 1), 40)
     assert targets.tolist() == [ids[0, 5:].tolist() + ids[1, 1:].tolist()]
+    assert kept_weights.tolist() == [weights[0, 5:].tolist() + weights[1, 1:].tolist()]
     gathered = token_loss_sum(logits, targets, shift=False)
     torch.testing.assert_close(gathered, full)
     for mine, theirs in zip(torch.autograd.grad(gathered, list(model.parameters())), full_grads):

@@ -350,6 +350,11 @@ def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     return batch
 
 
+def example_segments(positions: Any) -> Any:
+    """Which packed example each token belongs to, counted from 1 within its row (position ids restart at 0)."""
+    return (positions == 0).long().cumsum(-1)
+
+
 def example_loss_weights(batch: dict[str, Any]) -> Any:
     """Per label, 1 / (trained tokens of its example), 0 where untrained: each example's loss becomes its mean,
     whatever its length. Examples are found as collate made them (position ids restart at 0; one per row if none)."""
@@ -358,7 +363,7 @@ def example_loss_weights(batch: dict[str, Any]) -> Any:
     labels = batch["labels"]
     rows, width = labels.shape
     positions = batch.get("position_ids")
-    segment = (positions == 0).long().cumsum(-1) if positions is not None else torch.zeros_like(labels)
+    segment = example_segments(positions) if positions is not None else torch.zeros_like(labels)
     example = segment + torch.arange(rows)[:, None] * (width + 1)  # unique per row and example
     trained = labels != IGNORE
     counts = torch.bincount(example[trained], minlength=rows * (width + 1)).clamp(min=1)
@@ -399,7 +404,7 @@ def replace_positions(batch: dict[str, Any], per_example: Any, additive: bool) -
     if positions is None:  # unpacked rows: one example per row, then its padding
         positions = torch.arange(width).expand(rows, width)
     starts = positions == 0
-    segment = starts.long().cumsum(-1)
+    segment = example_segments(positions)
     new_positions = torch.empty_like(positions)
     for r in range(rows):
         bounds = starts[r].nonzero().flatten().tolist() + [width]

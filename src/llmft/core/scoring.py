@@ -55,16 +55,18 @@ def trained_logits_pay(model: Any) -> bool:
 
 
 @contextlib.contextmanager
-def logits_only_where_trained(model: Any, labels: Any) -> Iterator[Any]:
+def logits_only_where_trained(model: Any, labels: Any, weights: Any = None) -> Iterator[tuple[Any, Any]]:
     """Within: a causal LM's head computes logits only at the positions whose next token is trained, as
-    (1, kept, vocab); yields those next tokens, in the same order. A completion-only loss reads nothing else, and
-    the head's matmul and the fp32 softmax over the vocabulary are a tenth to a fifth of a small model's step."""
+    (1, kept, vocab); yields those next tokens and their loss weights (None if none given), in the same order.
+    A completion-only loss reads nothing else, and the head's matmul and the fp32 softmax over the vocabulary
+    are a tenth to a fifth of a small model's step."""
+    trained = labels[:, 1:] != IGNORE
     keep = labels.new_zeros(labels.shape, dtype=bool)
-    keep[:, :-1] = labels[:, 1:] != IGNORE
+    keep[:, :-1] = trained
     handle = model.get_output_embeddings().register_forward_pre_hook(
         lambda _module, args: (args[0][keep.to(args[0].device)][None], *args[1:]))
     try:
-        yield labels[:, 1:][keep[:, :-1]][None]
+        yield labels[:, 1:][trained][None], None if weights is None else weights[:, 1:][trained][None]
     finally:
         handle.remove()
 

@@ -200,16 +200,14 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
             batch = {k: v.to(device) for k, v in batch.items()}
             sync = g == len(batches) - 1
             # Logits only where a token is trained, where that pays (a wide vocabulary); else all of them.
-            trained = (contextlib.nullcontext(batch["labels"]) if not gather
-                       else logits_only_where_trained(accelerator.unwrap_model(model), batch["labels"]))
+            labels, weights = batch["labels"], batch.get("loss_weights")
+            trained = (logits_only_where_trained(accelerator.unwrap_model(model), labels, weights) if gather
+                       else contextlib.nullcontext((labels, weights)))
             with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
-                with accelerator.autocast(), trained as targets:
+                with accelerator.autocast(), trained as (targets, target_weights):
                     logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "loss_weights")},
                                    use_cache=False).logits
-                weights = batch.get("loss_weights")
-                if gather and weights is not None:  # in the gathered targets' order
-                    weights = weights[:, 1:][batch["labels"][:, 1:] != IGNORE][None]
-                summed = token_loss_sum(logits, targets, shift=not (gather or seq2seq), weights=weights)
+                summed = token_loss_sum(logits, targets, shift=not (gather or seq2seq), weights=target_weights)
                 # DDP averages gradients over ranks: scale so the sum over the window / its denominator results.
                 accelerator.backward(summed * world / window)
             loss_sum += summed.detach()
