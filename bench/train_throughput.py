@@ -158,29 +158,32 @@ def run_child(who: str, repeat: int, plan: dict[str, Any], folder: Path, baselin
 
 def run_llmft(plan: dict[str, Any]) -> dict[str, Any]:
     from llmft.core.trainer import train
-    from llmft.recipes.base import get_recipe, recipe_config
 
     paths = plan["paths"]
-    config = recipe_config(
-        {
-            "recipe": "sft",
-            "model": {"name": paths["model"], "tokenizer_name": paths["tokenizer"]},
-            "adapter": {"method": "full"},
-            "data": {"train": paths["train"], "packing": "rows", "pack_length": PACK_LENGTH},
-            "train": {
-                "output_dir": plan["output_dir"],
-                "max_steps": plan["steps"],
-                "batch_size": plan["rows_per_step"],
-                "learning_rate": plan["lr"],
-                "lr_scheduler": "linear",
-                "bf16": "auto" if plan["precision"] == "bf16" else "false",
-                "threads": plan["threads"] if plan["device"] == "cpu" else 0,
-                "logging_steps": 10,
-            },
+    settings = {
+        "recipe": "sft",
+        "model": {"name": paths["model"], "tokenizer_name": paths["tokenizer"]},
+        "adapter": {"method": "full"},
+        "data": {"train": paths["train"], "packing": "rows", "pack_length": PACK_LENGTH},
+        "train": {
+            "output_dir": plan["output_dir"],
+            "max_steps": plan["steps"],
+            "batch_size": plan["rows_per_step"],
+            "learning_rate": plan["lr"],
+            "lr_scheduler": "linear",
+            "bf16": "auto" if plan["precision"] == "bf16" else "false",
+            "threads": plan["threads"] if plan["device"] == "cpu" else 0,
+            "logging_steps": 10,
         },
-        source="bench",
-    )
-    result = train(config, get_recipe("sft"), progress=False)
+    }
+    try:
+        from llmft.recipes.base import get_recipe, recipe_config
+    except ImportError:  # a baseline from before the Recipe contract (e.g. aaa5151, when issue 16 was filed)
+        from llmft.core.config import config_from_dict
+
+        result = train(config_from_dict(settings), progress=False)
+    else:
+        result = train(recipe_config(settings, source="bench"), get_recipe("sft"), progress=False)
     peak = _peak_memory()
     examples = sum(plan["row_examples"][i] for i in result.trained_on)
     from transformers import AutoModelForCausalLM
@@ -267,8 +270,11 @@ def held_out_loss(model: Any, plan: dict[str, Any]) -> float:
     from transformers import AutoTokenizer
 
     from llmft.core.data import tokenize_record
-    from llmft.core.scoring import token_loss_sum
 
+    try:
+        from llmft.core.scoring import token_loss_sum
+    except ImportError:  # a baseline from before llmft.core.scoring (aaa5151)
+        from llmft.core.trainer import token_loss_sum
     tokenizer = AutoTokenizer.from_pretrained(plan["paths"]["tokenizer"])
     device = "cuda" if plan["device"] == "cuda" else "cpu"
     model = model.to(device).eval()
