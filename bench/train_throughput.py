@@ -60,10 +60,13 @@ def main() -> None:
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                         help="bf16: autocast where supported (llmft's bf16 = auto, TRL's default); fp32: none")
     parser.add_argument("--baseline", default="", help="an llmft checkout to run as A0 (its src/ first on the path)")
+    parser.add_argument("--no-trl", action="store_true", help="with --baseline: A0 and A only (a change to llmft)")
     parser.add_argument("--json", default="", help="write the headline figures here")
     parser.add_argument("--child", choices=["A0", "A", "B"], help=argparse.SUPPRESS)
     parser.add_argument("--plan", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.no_trl and not args.baseline:
+        parser.error("--no-trl compares llmft with a --baseline checkout; give one")
     if args.child:
         plan = json.loads(Path(args.plan).read_text())
         result = run_trl(plan) if args.child == "B" else run_llmft(plan)
@@ -76,7 +79,7 @@ def main() -> None:
         plan = make_plan(paths, args)
         runs: list[dict[str, Any]] = []
         for repeat in range(args.repeats):
-            for who in (["A0"] if args.baseline else []) + ["A", "B"]:
+            for who in (["A0"] if args.baseline else []) + ["A"] + ([] if args.no_trl else ["B"]):
                 runs.append(run_child(who, repeat, plan, folder, args.baseline))
     report(runs, plan, args)
 
@@ -316,9 +319,6 @@ def report(runs: list[dict[str, Any]], plan: dict[str, Any], args: argparse.Name
     rss = {who: max(r["peak_rss_mb"] for r in group) for who, group in by.items()}
     loss = {who: statistics.mean(final(r) for r in group) for who, group in by.items()}
     held = {who: statistics.mean(r["held_out_loss"] for r in group) for who, group in by.items()}
-    ratio = speed["A"] / speed["B"]
-    loss_gap = abs(loss["A"] - loss["B"]) / loss["B"]
-    held_gap = abs(held["A"] - held["B"]) / held["B"]
     same_work = all(r["steps"] == plan["steps"] and r["examples_seen"] == plan["examples"] for r in runs)
     print()
     print(
@@ -345,24 +345,29 @@ def report(runs: list[dict[str, Any]], plan: dict[str, Any], args: argparse.Name
         rows,
     )
     print()
-    summary = [
-        ["real tok/s A / B (mean of runs)", f"{speed['A']:,.0f} / {speed['B']:,.0f}", "", True],
-        ["A/B real-token throughput", f"{ratio:.2f}x", ">= 2.0", ratio >= 2.0],
-        [
-            "final loss A / B (mean of last 10 steps)",
-            f"{loss['A']:.4f} / {loss['B']:.4f} ({loss_gap:.1%})",
-            "within 5%",
-            loss_gap <= 0.05,
-        ],
-        [
-            "held-out loss A / B",
-            f"{held['A']:.4f} / {held['B']:.4f} ({held_gap:.1%})",
-            "within 5%",
-            held_gap <= 0.05,
-        ],
-        ["peak RSS A / B (MB)", f"{rss['A']:,.0f} / {rss['B']:,.0f}", "A <= B", rss["A"] <= rss["B"]],
-        ["same steps and examples", same_work, "yes", same_work],
-    ]
+    summary: list[list[Any]] = []
+    if "B" in by:
+        ratio = speed["A"] / speed["B"]
+        loss_gap = abs(loss["A"] - loss["B"]) / loss["B"]
+        held_gap = abs(held["A"] - held["B"]) / held["B"]
+        summary += [
+            ["real tok/s A / B (mean of runs)", f"{speed['A']:,.0f} / {speed['B']:,.0f}", "", True],
+            ["A/B real-token throughput", f"{ratio:.2f}x", ">= 2.0", ratio >= 2.0],
+            [
+                "final loss A / B (mean of last 10 steps)",
+                f"{loss['A']:.4f} / {loss['B']:.4f} ({loss_gap:.1%})",
+                "within 5%",
+                loss_gap <= 0.05,
+            ],
+            [
+                "held-out loss A / B",
+                f"{held['A']:.4f} / {held['B']:.4f} ({held_gap:.1%})",
+                "within 5%",
+                held_gap <= 0.05,
+            ],
+            ["peak RSS A / B (MB)", f"{rss['A']:,.0f} / {rss['B']:,.0f}", "A <= B", rss["A"] <= rss["B"]],
+        ]
+    summary.append(["same steps and examples", same_work, "yes", same_work])
     if "A0" in by:
         gain, before_gap = speed["A"] / speed["A0"], abs(loss["A"] - loss["A0"]) / loss["A0"]
         summary += [
@@ -371,6 +376,8 @@ def report(runs: list[dict[str, Any]], plan: dict[str, Any], args: argparse.Name
              before_gap <= 0.01],
         ]
     workload.print_table("Training: llmft (A) vs TRL (B)", ["figure", "value", "target", "met"], summary)
+    if "B" not in by:
+        return
     workload.write_summary(
         args.json,
         {

@@ -89,7 +89,8 @@ def test_a_llama_with_blocks_gives_sdpa_logits_on_packed_rows(monkeypatch):
         blocked = _tiny_llama(name)(input_ids=ids, position_ids=positions, use_cache=False).logits
         whole = _tiny_llama("sdpa")(input_ids=ids, position_ids=positions, use_cache=False).logits
     torch.testing.assert_close(blocked, whole, atol=1e-5, rtol=1e-5)
-    assert len(spans) == 2 and spans[0] == [(0, 16, 0, 16), (16, 32, 0, 32), (32, 48, 0, 48)]
+    # The blocks ran, and both layers read the spans computed once on their shared mask.
+    assert len(spans) == 1 and spans[0] == [(0, 16, 0, 16), (16, 32, 0, 32), (32, 48, 0, 48)]
 
 
 def test_logits_only_where_trained_give_the_same_loss_and_gradients():

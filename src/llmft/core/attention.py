@@ -37,6 +37,15 @@ def key_spans(allowed: Any, block: int, align: int = ALIGN) -> list[tuple[int, i
     return spans
 
 
+def mask_spans(attention_mask: Any) -> list[tuple[int, int, int, int]]:
+    """`key_spans` of a 4-D mask, computed once and kept on the mask (every layer of a forward gets the same one)."""
+    spans = getattr(attention_mask, "_llmft_key_spans", None)
+    if spans is None:
+        spans = key_spans(allowed_pairs(attention_mask), BLOCK)
+        attention_mask._llmft_key_spans = spans
+    return spans
+
+
 def allowed_pairs(attention_mask: Any) -> Any:
     """The (batch, queries, keys) boolean view of a 4-D mask, boolean or additive (finite where allowed, the
     dtype's minimum or -inf where not)."""
@@ -63,14 +72,24 @@ def blocked_attention_forward(module: Any, query: Any, key: Any, value: Any, att
     dropout = dropout if module.training else 0.0
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
     # bf16/fp16 blocks: matmul + fp32 softmax, 2x faster than SDPA's CPU kernels at these sizes; fp32: SDPA.
-    attend = _matmul_block if _low_precision(query) else _sdpa_block
+    low = _low_precision(query)
+    if low:
+        # Scaled and cast once per layer, not per block: RoPE leaves q and k in fp32 under autocast, which would
+        # cast every block's slices (and the key spans overlap); the scale goes on q as SDPA puts it.
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+        query, key, value = (query * scaling).to(dtype), key.to(dtype), value.to(dtype)
     outputs = []
-    for start, end, first, last in key_spans(allowed_pairs(attention_mask), BLOCK):
+    for start, end, first, last in mask_spans(attention_mask):
         if first == last:  # no query here may see any key (padding): zeros, as no real token reads them
             outputs.append(torch.zeros_like(query[:, :, start:end]))
             continue
-        outputs.append(attend(query[:, :, start:end], key[:, :, first:last], value[:, :, first:last],
-                              attention_mask[:, :, start:end, first:last], dropout, scaling))
+        q, k, v = query[:, :, start:end], key[:, :, first:last], value[:, :, first:last]
+        if low:
+            outputs.append(_matmul_block(q, k, v, block_bias(attention_mask, start, end, first, last, q.dtype),
+                                         dropout))
+        else:
+            outputs.append(torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=attention_mask[:, :, start:end, first:last], dropout_p=dropout, scale=scaling))
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
 
 
@@ -84,19 +103,24 @@ def _low_precision(query: Any) -> bool:
     return query.dtype != torch.float32
 
 
-def _sdpa_block(query: Any, key: Any, value: Any, mask: Any, dropout: float, scaling: float) -> Any:
+def block_bias(attention_mask: Any, start: int, end: int, first: int, last: int, dtype: Any) -> Any:
+    """The additive mask (0 where allowed, the dtype's minimum where not) of one block, made once per mask."""
     import torch
 
-    return torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout,
-                                                            scale=scaling)
+    cache = attention_mask.__dict__.setdefault("_llmft_block_bias", {})
+    key = (start, first, dtype)
+    if key not in cache:
+        block = attention_mask[:, :, start:end, first:last]
+        allowed = block if block.dtype == torch.bool else block > torch.finfo(block.dtype).min / 2
+        cache[key] = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return cache[key]
 
 
-def _matmul_block(query: Any, key: Any, value: Any, mask: Any, dropout: float, scaling: float) -> Any:
-    """transformers' eager attention on one block (softmax in fp32)."""
+def _matmul_block(query: Any, key: Any, value: Any, bias: Any, dropout: float) -> Any:
+    """transformers' eager attention on one block of scaled queries (softmax in fp32)."""
     import torch
 
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+    scores = torch.matmul(query, key.transpose(2, 3)) + bias
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     weights = torch.nn.functional.dropout(weights, p=dropout, training=dropout > 0)
     return torch.matmul(weights, value)
