@@ -146,6 +146,25 @@ def test_the_config_keys_reach_the_rule():
     assert rule.positions(ids) == [0, 1, 2, 3, 4, 17, 18]  # "[" then one number of 4 tokens, its slot of 16
 
 
+def test_signs_start_a_number_so_the_text_after_a_list_keeps_its_place():
+    """model.tiny.digit_signs = "-": "[-2, 4]" and "[2, 4]" are one number each, and "]" sits on the same slot."""
+    from llmft.core.config import config_from_dict
+    from llmft.core.positions import digit_alignment
+    from llmft.core.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer(["[-1, 0] ab 0123456789\n"], "char")
+    tiny = {"positions": "digits", "digit_stride": 16, "digit_joiners": ", "}
+    plain = digit_alignment(config_from_dict({"recipe": "sft", "model": {"name": "tiny", "tiny": tiny}}), tokenizer)
+    signed = digit_alignment(config_from_dict({"recipe": "sft", "model": {"name": "tiny", "tiny": {
+        **tiny, "digit_signs": "-"}}}), tokenizer)
+    negative, positive = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("[-2, 4]a", "[2, 4]a"))
+    assert signed.positions(negative) == [0, 1, 2, 3, 4, 5, 16, 32]
+    assert signed.positions(positive) == [0, 1, 2, 3, 4, 16, 32]
+    assert plain.positions(negative) == [0, 16, 17, 18, 19, 20, 32, 48]  # the sign is text: the grid shifts
+    with pytest.raises(LlmftError, match="digit_signs"):
+        config_from_dict({"recipe": "sft", "model": {"name": "tiny", "tiny": {**tiny, "digit_signs": "-1"}}})
+
+
 def test_digit_token_ids_of_a_char_tokenizer():
     from llmft.core.tokenizers import train_tokenizer
 

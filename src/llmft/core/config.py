@@ -43,6 +43,9 @@ class TinyModelConfig:
     # For "digits": characters that continue a number once a digit has started it (", " makes a list such as
     # "1, 0, 1" one number, so its items sit at the same offsets whatever the list's length); "" = none.
     digit_joiners: str = ""
+    # For "digits": characters that start a number as a digit does ("-" puts a negative number's sign on its
+    # first slot, so "[-2, 4]" and "[2, 4]" leave the text after them at the same positions); "" = none.
+    digit_signs: str = ""
     # For "digits": "grid" puts text tokens digit_stride apart; "slots" puts them one apart and gives every
     # number digit_stride positions (the same fixed offsets between numbers, shorter distances).
     digit_layout: Literal["grid", "slots"] = "grid"
@@ -341,6 +344,8 @@ def _check_values(built: dict[str, Any]) -> list[str]:
         errors.append(f"key 'model.tiny.digit_stride' must be >= 1, got {tiny.digit_stride!r}")
     if any(c.isdigit() for c in tiny.digit_joiners):
         errors.append(f"key 'model.tiny.digit_joiners' must not hold digits, got {tiny.digit_joiners!r}")
+    if any(c.isdigit() for c in tiny.digit_signs):
+        errors.append(f"key 'model.tiny.digit_signs' must not hold digits, got {tiny.digit_signs!r}")
     if tiny.positions == "digits" and tiny.architecture != "llama":
         errors.append("key 'model.tiny.positions' = 'digits' needs model.tiny.architecture = 'llama'")
     if tiny.positions == "digits" and built["train"].random_positions:

@@ -72,7 +72,8 @@ def eval_settings(folder: Path, config: Config) -> dict[str, Any]:
     if uses_digit_positions(config):  # the position ids decoding feeds the model
         tiny = config.model.tiny
         settings["positions"] = {"rule": "digits", "digit_stride": tiny.digit_stride, "digit_ends": tiny.digit_ends,
-                                 "digit_joiners": tiny.digit_joiners, "digit_layout": tiny.digit_layout}
+                                 "digit_joiners": tiny.digit_joiners, "digit_layout": tiny.digit_layout,
+                                 **({"digit_signs": tiny.digit_signs} if tiny.digit_signs else {})}
     return settings
 
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 class DigitAlignment:
     """The rule for one tokenizer: which ids are digits, and the stride between text tokens."""
 
-    digits: frozenset[int]
+    digits: frozenset[int]  # the ids that start or continue a number: digits, and signs when configured
     stride: int
     # The text token right after a number takes the position after its last digit (where a copy of the number
     # reading one digit ahead finds it) instead of its place on the text grid.
@@ -74,7 +74,8 @@ def digit_alignment(config: Any, tokenizer: Any) -> DigitAlignment | None:
     if not uses_digit_positions(config):
         return None
     tiny = config.model.tiny
-    return DigitAlignment(digit_token_ids(tokenizer), tiny.digit_stride, tiny.digit_ends,
+    starts = digit_token_ids(tokenizer) | joiner_token_ids(tokenizer, tiny.digit_signs)
+    return DigitAlignment(starts, tiny.digit_stride, tiny.digit_ends,
                           joiner_token_ids(tokenizer, tiny.digit_joiners), tiny.digit_layout)
 
 
