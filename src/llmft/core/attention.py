@@ -39,11 +39,10 @@ def key_spans(allowed: Any, block: int, align: int = ALIGN) -> list[tuple[int, i
 
 def mask_spans(attention_mask: Any) -> list[tuple[int, int, int, int]]:
     """`key_spans` of a 4-D mask, computed once and kept on the mask (every layer of a forward gets the same one)."""
-    spans = getattr(attention_mask, "_llmft_key_spans", None)
-    if spans is None:
-        spans = key_spans(allowed_pairs(attention_mask), BLOCK)
-        attention_mask._llmft_key_spans = spans
-    return spans
+    kept = attention_mask.__dict__
+    if "_llmft_key_spans" not in kept:
+        kept["_llmft_key_spans"] = key_spans(allowed_pairs(attention_mask), BLOCK)
+    return kept["_llmft_key_spans"]
 
 
 def allowed_pairs(attention_mask: Any) -> Any:
@@ -107,13 +106,12 @@ def block_bias(attention_mask: Any, start: int, end: int, first: int, last: int,
     """The additive mask (0 where allowed, the dtype's minimum where not) of one block, made once per mask."""
     import torch
 
-    cache = attention_mask.__dict__.setdefault("_llmft_block_bias", {})
-    key = (start, first, dtype)
-    if key not in cache:
-        block = attention_mask[:, :, start:end, first:last]
-        allowed = block if block.dtype == torch.bool else block > torch.finfo(block.dtype).min / 2
-        cache[key] = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-    return cache[key]
+    kept = attention_mask.__dict__.setdefault("_llmft_block_bias", {})
+    block = (start, end, first, last, dtype)
+    if block not in kept:
+        allowed = allowed_pairs(attention_mask[:, :, start:end, first:last])[:, None]
+        kept[block] = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return kept[block]
 
 
 def _matmul_block(query: Any, key: Any, value: Any, bias: Any, dropout: float) -> Any:
