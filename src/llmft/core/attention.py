@@ -72,19 +72,18 @@ def blocked_attention_forward(module: Any, query: Any, key: Any, value: Any, att
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
     # bf16/fp16 blocks: matmul + fp32 softmax, 2x faster than SDPA's CPU kernels at these sizes; fp32: SDPA.
     low = _low_precision(query)
-    if low:
+    if low is not None:
         # Scaled and cast once per layer, not per block: RoPE leaves q and k in fp32 under autocast, which would
         # cast every block's slices (and the key spans overlap); the scale goes on q as SDPA puts it.
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
-        query, key, value = (query * scaling).to(dtype), key.to(dtype), value.to(dtype)
+        query, key, value = (query * scaling).to(low), key.to(low), value.to(low)
     outputs = []
     for start, end, first, last in mask_spans(attention_mask):
         if first == last:  # no query here may see any key (padding): zeros, as no real token reads them
             outputs.append(torch.zeros_like(query[:, :, start:end]))
             continue
         q, k, v = query[:, :, start:end], key[:, :, first:last], value[:, :, first:last]
-        if low:
-            outputs.append(_matmul_block(q, k, v, block_bias(attention_mask, start, end, first, last, q.dtype),
+        if low is not None:
+            outputs.append(_matmul_block(q, k, v, block_bias(attention_mask, start, end, first, last, low),
                                          dropout))
         else:
             outputs.append(torch.nn.functional.scaled_dot_product_attention(
@@ -92,14 +91,14 @@ def blocked_attention_forward(module: Any, query: Any, key: Any, value: Any, att
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
 
 
-def _low_precision(query: Any) -> bool:
-    """Whether attention runs in bf16/fp16: the tensors' dtype, or autocast's (q is fp32 after RoPE there)."""
+def _low_precision(query: Any) -> Any:
+    """bf16/fp16 when attention runs in it (the tensors' dtype, or autocast's: q is fp32 after RoPE there), else
+    None."""
     import torch
 
     device = query.device.type
-    if torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device) != torch.float32
-    return query.dtype != torch.float32
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
+    return None if dtype == torch.float32 else dtype
 
 
 def block_bias(attention_mask: Any, start: int, end: int, first: int, last: int, dtype: Any) -> Any:

@@ -39,12 +39,9 @@ def token_loss_sum(logits: Any, labels: Any, shift: bool = True, weights: Any = 
 
     shifted = logits[:, :-1].float() if shift else logits.float()
     targets = labels[:, 1:] if shift else labels
-    if weights is None:
-        return F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1),
-                               ignore_index=IGNORE, reduction="sum")
     losses = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
-                             reduction="none")
-    return (losses * (weights[:, 1:] if shift else weights).reshape(-1)).sum()
+                             reduction="sum" if weights is None else "none")
+    return losses if weights is None else (losses * (weights[:, 1:] if shift else weights).reshape(-1)).sum()
 
 
 def trained_logits_pay(model: Any) -> bool:
