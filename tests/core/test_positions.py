@@ -165,6 +165,65 @@ def test_signs_start_a_number_so_the_text_after_a_list_keeps_its_place():
         config_from_dict({"recipe": "sft", "model": {"name": "tiny", "tiny": {**tiny, "digit_signs": "-1"}}})
 
 
+def test_an_offset_moves_every_number_and_leaves_the_text_on_its_grid():
+    """digit_offset's rule: digits (and an attached end) move by the offset, text tokens stay where they were."""
+    ids = [1, 11, 12, 3, 13, 2]  # text, 2 digits, text, 1 digit, text
+    assert RULE.positions(ids, 0) == [0, 1, 2, 8, 9, 16]
+    assert RULE.positions(ids, 3) == [0, 4, 5, 8, 12, 16]
+    ends = DigitAlignment(RULE.digits, RULE.stride, attach_ends=True)
+    assert ends.positions(ids, 3) == [0, 4, 5, 6, 12, 13]
+
+
+def test_training_offsets_are_one_draw_per_packed_example_and_repeat_with_the_seed():
+    """align_digit_positions(max_offset=k): each example of a packed row gets its own offset in 0..k, the same
+    generator seed gives the same offsets, and the key is checked against the stride."""
+    from llmft.core.config import config_from_dict
+
+    a, b = [1, 11, 12, 3, 13], [2, 14, 15, 16]
+    batch = collate([Row(a + b, a + b, [0, 1, 2, 3, 4, 0, 1, 2, 3], 2)], 0, packed=True)
+    seen = set()
+    for seed in range(30):
+        aligned = align_digit_positions(batch, RULE, additive=False, max_offset=4,
+                                        generator=torch.Generator().manual_seed(seed))
+        again = align_digit_positions(batch, RULE, additive=False, max_offset=4,
+                                      generator=torch.Generator().manual_seed(seed))
+        positions = aligned["position_ids"][0].tolist()
+        assert positions == again["position_ids"][0].tolist()
+        offsets = tuple(next(o for o in range(5) if RULE.positions(ids, o) == part)
+                        for ids, part in ((a, positions[:5]), (b, positions[5:])))
+        seen.add(offsets)
+    assert {o for pair in seen for o in pair} == set(range(5)) and len(seen) > 10
+    assert align_digit_positions(batch, RULE, additive=False)["position_ids"][0].tolist() == \
+        RULE.positions(a) + RULE.positions(b)
+    with pytest.raises(LlmftError, match="digit_offset"):
+        config_from_dict({"recipe": "sft", "model": {"name": "tiny", "tiny": {
+            "positions": "digits", "digit_stride": 8, "digit_offset": 8}}})
+
+
+def test_training_with_a_digit_offset_learns_and_resumes_identically(tmp_path):
+    """The offsets are drawn per step from the seed, so a resumed run sees the same positions; the loss falls."""
+    import random
+
+    from llmft.core.jsonl import write_jsonl
+
+    rng = random.Random(5)
+    records = [{"prompt": f"copy {x} =", "completion": f" {x}"}
+               for x in (str(rng.randint(10, 10 ** rng.randint(2, 5))) for _ in range(400))]
+    train_file = write_jsonl(tmp_path / "train.jsonl", records)
+    common = {"model": {"tiny": {"hidden_size": 32, "positions": "digits", "digit_stride": 16, "digit_offset": 6}},
+              "train": {"max_steps": 24, "batch_size": 8, "learning_rate": 3e-3, "save_steps": 12},
+              "data": {"pack_length": 64}}
+    whole = train_run(tiny_config(tmp_path / "a", train_file, train_file, **common), progress=False)
+    assert whole.losses[-1] < 0.7 * whole.losses[0]
+    split = tiny_config(tmp_path / "b", train_file, train_file, **common)
+    first = train_run(split, stop_after_step=12, progress=False)
+    resumed = train_run(split, resume=True, progress=False)
+    assert first.losses + resumed.losses == pytest.approx(whole.losses, rel=1e-4)
+    unshifted = train_run(tiny_config(tmp_path / "c", train_file, train_file, **{
+        **common, "model": {"tiny": {**common["model"]["tiny"], "digit_offset": 0}}}), progress=False)
+    assert unshifted.losses != pytest.approx(whole.losses, rel=1e-4)  # the offsets reached the model
+
+
 def test_digit_token_ids_of_a_char_tokenizer():
     from llmft.core.tokenizers import train_tokenizer
 

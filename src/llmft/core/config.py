@@ -49,6 +49,10 @@ class TinyModelConfig:
     # For "digits": "grid" puts text tokens digit_stride apart; "slots" puts them one apart and gives every
     # number digit_stride positions (the same fixed offsets between numbers, shorter distances).
     digit_layout: Literal["grid", "slots"] = "grid"
+    # For "digits", training only: each example's numbers start a random 0..digit_offset positions further
+    # from the text before them (one draw per example), so a model meets digit distances its trained lengths
+    # do not reach (the random offsets of Abacus embeddings, McLeish et al. 2024); inference uses 0.
+    digit_offset: int = 0
     # RoPE's linear scaling: positions divided by this (> 1 slows every rotation, so RoPE's fastest one, one
     # radian per position, no longer comes back to where it started after 6 positions).
     rope_factor: float = 1.0
@@ -342,6 +346,9 @@ def _check_values(built: dict[str, Any]) -> list[str]:
                       f"({tiny.num_heads})")
     if tiny.digit_stride < 1:
         errors.append(f"key 'model.tiny.digit_stride' must be >= 1, got {tiny.digit_stride!r}")
+    if not 0 <= tiny.digit_offset < tiny.digit_stride:
+        errors.append(f"key 'model.tiny.digit_offset' must be >= 0 and below model.tiny.digit_stride "
+                      f"({tiny.digit_stride}), got {tiny.digit_offset!r}")
     if any(c.isdigit() for c in tiny.digit_joiners):
         errors.append(f"key 'model.tiny.digit_joiners' must not hold digits, got {tiny.digit_joiners!r}")
     if any(c.isdigit() for c in tiny.digit_signs):

@@ -385,11 +385,17 @@ def randomize_positions(batch: dict[str, Any], span: int, generator: Any, additi
     return replace_positions(batch, draw, additive)
 
 
-def align_digit_positions(batch: dict[str, Any], rule: Any, additive: bool) -> dict[str, Any]:
-    """The batch with each example's position ids from a `llmft.core.positions.DigitAlignment`."""
+def align_digit_positions(batch: dict[str, Any], rule: Any, additive: bool, max_offset: int = 0,
+                          generator: Any = None) -> dict[str, Any]:
+    """The batch with each example's position ids from a `llmft.core.positions.DigitAlignment`; with
+    `max_offset`, each example's numbers moved by its own random draw from 0..max_offset (`generator`)."""
     import torch
 
-    return replace_positions(batch, lambda ids: torch.tensor(rule.positions(ids.tolist())), additive)
+    def aligned(ids: Any) -> Any:
+        offset = int(torch.randint(max_offset + 1, (), generator=generator)) if max_offset else 0
+        return torch.tensor(rule.positions(ids.tolist(), offset))
+
+    return replace_positions(batch, aligned, additive)
 
 
 def replace_positions(batch: dict[str, Any], per_example: Any, additive: bool) -> dict[str, Any]:

@@ -33,25 +33,25 @@ class DigitAlignment:
     # positions, so the same offsets hold with far shorter distances between text tokens.
     layout: Literal["grid", "slots"] = "grid"
 
-    def positions(self, token_ids: Iterable[int]) -> list[int]:
-        """The position ids of one example."""
-        state = DigitPositionState(self)
+    def positions(self, token_ids: Iterable[int], offset: int = 0) -> list[int]:
+        """The position ids of one example; `offset` moves every number that far from the text before it."""
+        state = DigitPositionState(self, offset)
         return [state.advance(int(t)) for t in token_ids]
 
 
 class DigitPositionState:
     """Where the rule stands after a prefix, so a decoder can place each new token as it comes."""
 
-    def __init__(self, rule: DigitAlignment):
-        self.rule = rule
+    def __init__(self, rule: DigitAlignment, offset: int = 0):
+        self.rule, self.offset = rule, offset
         self.next_text, self.last_text, self.run = 0, 0, 0
 
     def advance(self, token_id: int) -> int:
         """The position of `token_id` appended to the prefix (the state moves past it)."""
         if token_id in self.rule.digits or (self.run and token_id in self.rule.joiners):
             self.run += 1
-            return self.last_text + self.run
-        after_number = self.last_text + self.run + 1 if self.rule.attach_ends and self.run else None
+            return self.last_text + self.offset + self.run
+        after_number = self.last_text + self.offset + self.run + 1 if self.rule.attach_ends and self.run else None
         if self.rule.layout == "slots":
             self.last_text = self.next_text + (self.rule.stride if self.run else 0)
             self.next_text = self.last_text + 1

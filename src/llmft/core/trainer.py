@@ -186,7 +186,10 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
             draw = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)
             batches = [randomize_positions(b, config.train.random_positions, draw, additive=eager) for b in batches]
         if digit_rule is not None:
-            batches = [align_digit_positions(b, digit_rule, additive=eager) for b in batches]
+            offset = config.model.tiny.digit_offset
+            draw = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)  # a resumed run: the same
+            batches = [align_digit_positions(b, digit_rule, additive=eager, max_offset=offset, generator=draw)
+                       for b in batches]
         seen += [i for indices in micro for i in indices]
         tokens = sum(float((b["labels"][:, 0 if seq2seq else 1:] != IGNORE).sum()) for b in batches)
         if tokens == 0:
