@@ -181,15 +181,13 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
         if config.model.attn_implementation == "auto" and not seq2seq:
             attention_for_width(accelerator.unwrap_model(model), max(b["input_ids"].shape[1] for b in batches))
         eager = accelerator.unwrap_model(model).config._attn_implementation == "eager"  # masks float or bool
+        # Position draws seeded by step: a resumed run draws the same positions.
+        draw = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)
         if config.train.random_positions and not seq2seq:
-            # Seeded by step: a resumed run draws the same positions.
-            draw = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)
             batches = [randomize_positions(b, config.train.random_positions, draw, additive=eager) for b in batches]
         if digit_rule is not None:
-            offset = config.model.tiny.digit_offset
-            draw = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)  # a resumed run: the same
-            batches = [align_digit_positions(b, digit_rule, additive=eager, max_offset=offset, generator=draw)
-                       for b in batches]
+            batches = [align_digit_positions(b, digit_rule, additive=eager, max_offset=config.model.tiny.digit_offset,
+                                             generator=draw) for b in batches]
         seen += [i for indices in micro for i in indices]
         tokens = sum(float((b["labels"][:, 0 if seq2seq else 1:] != IGNORE).sum()) for b in batches)
         if tokens == 0:
