@@ -165,6 +165,17 @@ def test_signs_start_a_number_so_the_text_after_a_list_keeps_its_place():
         config_from_dict({"recipe": "sft", "model": {"name": "tiny", "tiny": {**tiny, "digit_signs": "-1"}}})
 
 
+def _trained_whole_and_resumed(tmp_path, train_file, eval_file, sections: dict, stop_after_step: int):
+    """Trains `sections` in one go (under tmp_path/a) and stopped then resumed (tmp_path/b); asserts both give the
+    same losses and returns the whole run."""
+    whole = train_run(tiny_config(tmp_path / "a", train_file, eval_file, **sections), progress=False)
+    split = tiny_config(tmp_path / "b", train_file, eval_file, **sections)
+    first = train_run(split, stop_after_step=stop_after_step, progress=False)
+    resumed = train_run(split, resume=True, progress=False)
+    assert first.losses + resumed.losses == pytest.approx(whole.losses, rel=1e-4)
+    return whole
+
+
 def test_an_offset_moves_every_number_and_leaves_the_text_on_its_grid():
     """digit_offset's rule: digits (and an attached end) move by the offset, text tokens stay where they were."""
     ids = [1, 11, 12, 3, 13, 2]  # text, 2 digits, text, 1 digit, text
@@ -213,12 +224,8 @@ def test_training_with_a_digit_offset_learns_and_resumes_identically(tmp_path):
     common = {"model": {"tiny": {"hidden_size": 32, "positions": "digits", "digit_stride": 16, "digit_offset": 6}},
               "train": {"max_steps": 24, "batch_size": 8, "learning_rate": 3e-3, "save_steps": 12},
               "data": {"pack_length": 64}}
-    whole = train_run(tiny_config(tmp_path / "a", train_file, train_file, **common), progress=False)
+    whole = _trained_whole_and_resumed(tmp_path, train_file, train_file, common, stop_after_step=12)
     assert whole.losses[-1] < 0.7 * whole.losses[0]
-    split = tiny_config(tmp_path / "b", train_file, train_file, **common)
-    first = train_run(split, stop_after_step=12, progress=False)
-    resumed = train_run(split, resume=True, progress=False)
-    assert first.losses + resumed.losses == pytest.approx(whole.losses, rel=1e-4)
     unshifted = train_run(tiny_config(tmp_path / "c", train_file, train_file, **{
         **common, "model": {"tiny": {**common["model"]["tiny"], "digit_offset": 0}}}), progress=False)
     assert unshifted.losses != pytest.approx(whole.losses, rel=1e-4)  # the offsets reached the model
@@ -266,12 +273,8 @@ def test_a_model_trained_with_digit_positions_learns_and_is_evaluated_with_them(
               "train": {"max_steps": 160, "batch_size": 16, "learning_rate": 3e-3, "lr_scheduler": "cosine",
                         "warmup_steps": 10, "save_steps": 80},
               "data": {"pack_length": 64}}
-    whole = train_run(tiny_config(tmp_path / "a", train_file, eval_file, **common), progress=False)
+    whole = _trained_whole_and_resumed(tmp_path, train_file, eval_file, common, stop_after_step=80)
     assert whole.losses[-1] < 0.5 * whole.losses[0]
-    split = tiny_config(tmp_path / "b", train_file, eval_file, **common)
-    first = train_run(split, stop_after_step=80, progress=False)
-    resumed = train_run(split, resume=True, progress=False)
-    assert first.losses + resumed.losses == pytest.approx(whole.losses, rel=1e-4)
     folder = tmp_path / "a" / "run" / "final"
     aligned, _ = eval_run(folder, [])
     plain, _ = eval_run(folder, ["model.tiny.positions=rope"], out=tmp_path / "plain")
