@@ -67,15 +67,22 @@ def test_random_positions_need_a_span_longer_than_the_rows():
         randomize_positions(batch, 3, torch.Generator(), additive=False)
 
 
+def _trained_whole_and_resumed(tmp_path, train_file, eval_file, sections: dict, stop_after_step: int):
+    """Trains `sections` in one go (under tmp_path/a) and stopped then resumed (tmp_path/b); asserts both give the
+    same losses and returns the whole run."""
+    whole = train_run(tiny_config(tmp_path / "a", train_file, eval_file, **sections), progress=False)
+    split = tiny_config(tmp_path / "b", train_file, eval_file, **sections)
+    first = train_run(split, stop_after_step=stop_after_step, progress=False)
+    resumed = train_run(split, resume=True, progress=False)
+    assert first.losses + resumed.losses == pytest.approx(whole.losses, rel=1e-4)
+    return whole
+
+
 def test_training_with_random_positions_learns_and_resumes_identically(tmp_path, caesar_data):
     train_file, _ = caesar_data
     common = {"train": {"max_steps": 30, "save_steps": 15, "random_positions": 256, "learning_rate": 1e-2}}
-    whole = train_run(tiny_config(tmp_path / "a", train_file, **common), progress=False)
+    whole = _trained_whole_and_resumed(tmp_path, train_file, None, common, stop_after_step=15)
     assert sum(whole.losses[-5:]) < 0.8 * sum(whole.losses[:5])  # 2.96 -> 2.13 nats measured
-    split = tiny_config(tmp_path / "b", train_file, **common)
-    first = train_run(split, stop_after_step=15, progress=False)
-    resumed = train_run(split, resume=True, progress=False)
-    assert first.losses + resumed.losses == pytest.approx(whole.losses, rel=1e-4)
 
 
 def test_auto_attention_is_eager_for_narrow_rows_and_blocks_for_wide(tmp_path, caesar_data):
@@ -163,17 +170,6 @@ def test_signs_start_a_number_so_the_text_after_a_list_keeps_its_place():
     assert plain.positions(negative) == [0, 16, 17, 18, 19, 20, 32, 48]  # the sign is text: the grid shifts
     with pytest.raises(LlmftError, match="digit_signs"):
         config_from_dict({"recipe": "sft", "model": {"name": "tiny", "tiny": {**tiny, "digit_signs": "-1"}}})
-
-
-def _trained_whole_and_resumed(tmp_path, train_file, eval_file, sections: dict, stop_after_step: int):
-    """Trains `sections` in one go (under tmp_path/a) and stopped then resumed (tmp_path/b); asserts both give the
-    same losses and returns the whole run."""
-    whole = train_run(tiny_config(tmp_path / "a", train_file, eval_file, **sections), progress=False)
-    split = tiny_config(tmp_path / "b", train_file, eval_file, **sections)
-    first = train_run(split, stop_after_step=stop_after_step, progress=False)
-    resumed = train_run(split, resume=True, progress=False)
-    assert first.losses + resumed.losses == pytest.approx(whole.losses, rel=1e-4)
-    return whole
 
 
 def test_an_offset_moves_every_number_and_leaves_the_text_on_its_grid():
