@@ -33,8 +33,9 @@ ACTIVATE := @echo "llmft is installed in $(VENV): run 'source $(VENV)/bin/activa
 install: $(EXTRAS)
 	$(ACTIVATE)
 
+# ARGS: overrides for the demo's training, e.g. make demo ARGS="train.bf16=false train.seed=1"
 demo: $(STAMP)
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(ARGS)
 	$(ACTIVATE)
 
 test: $(EXTRAS)

@@ -16,6 +16,13 @@ class Precision:
     mixed_precision: str
     weight_dtype: str = ""
 
+    def describe(self) -> str:
+        """One phrase for the run's first lines, e.g. "bf16 autocast, float32 weights"."""
+        autocast = {"no": "no autocast", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[self.mixed_precision]
+        if self.mixed_precision == "no" and self.weight_dtype in ("", "float32"):
+            return "fp32"
+        return f"{autocast}, {self.weight_dtype or 'float32'} weights"
+
 
 TABLE = {
     "32-true": Precision("no", "float32"),

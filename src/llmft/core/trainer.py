@@ -89,6 +89,9 @@ def train(
     precision = resolve_precision(config, cuda, cuda and torch.cuda.is_bf16_supported(), bf16_supported())
     accelerator = Accelerator(mixed_precision=precision.mixed_precision, cpu=not cuda)
     main, barrier = accelerator.is_main_process, accelerator.wait_for_everyone
+    if main and progress:
+        print(f"llmft: precision {precision.describe()} (train.bf16 = {config.train.bf16}"
+              f"{', train.precision = ' + config.train.precision if config.train.precision else ''})")
     with _output_lock(output_dir, main):
         checkpoint = checkpoints.resolve_start(output_dir, resume, overwrite, main)
         barrier()
