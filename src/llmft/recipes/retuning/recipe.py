@@ -45,6 +45,7 @@ class RetuningRecipe(Recipe):
                "--no-resample --show 1")
     summary = "Re-Tuning (Pasewark et al. 2024): recursive addition, parity and DP; accuracy by size."
     config_section = RetuningConfig
+    decode_options = True  # recursion=False
 
     def make_data_params(self) -> list[click.Parameter]:
         return _make_data_options()
