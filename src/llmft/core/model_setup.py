@@ -90,11 +90,9 @@ def training_examples(config: Config, recipe: TrainingHooks, tokenizer: Any, lim
 
 
 def initial_rows(config: Config, recipe: TrainingHooks, tokenizer: Any) -> dict[int, list[int]]:
-    """{new token id: ids whose rows it starts from}, from the recipe's token_init (optional hook)."""
-    token_init = getattr(recipe, "token_init", None)
-    if token_init is None:
-        return {}
-    return {tokenizer.convert_tokens_to_ids(token): ids for token, ids in token_init(config, tokenizer).items()}
+    """{new token id: ids whose rows it starts from}, from the recipe's token_init."""
+    return {tokenizer.convert_tokens_to_ids(token): ids
+            for token, ids in recipe.token_init(config, tokenizer).items()}
 
 
 def build_rows(config: Config, recipe: TrainingHooks, tokenizer: Any, seq2seq: bool = False) -> list[Row]:

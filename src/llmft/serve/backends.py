@@ -47,7 +47,7 @@ def parse_adapter_spec(spec: str) -> tuple[str, Path]:
 def run_config(folder: Path, section_types: SectionTypes | None = None) -> Config:
     """The folder's llmft.toml (recipe sections typed by `section_types`), or defaults around a plain PEFT
     adapter's own base model."""
-    from llmft.core.config import config_from_dict, load_config
+    from llmft.core.config import DEFAULT_RECIPE, config_from_dict, load_config
     from llmft.core.inference import read_run_config
 
     if not folder.is_dir():
@@ -59,7 +59,7 @@ def run_config(folder: Path, section_types: SectionTypes | None = None) -> Confi
         base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path") or ""
         if not base:
             raise LlmftError(f"--adapter: {folder / ADAPTER_CONFIG} names no base_model_name_or_path")
-        return config_from_dict({"recipe": "sft", "model": {"name": base}}, source=str(folder),
+        return config_from_dict({"recipe": DEFAULT_RECIPE, "model": {"name": base}}, source=str(folder),
                                 section_types=section_types)
     raise LlmftError(f"--adapter: {folder} has neither {runs.CONFIG_NAME} nor {ADAPTER_CONFIG}; "
                      "is it a llmft final/, checkpoint-N/, export or PEFT adapter folder?")

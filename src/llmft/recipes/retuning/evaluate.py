@@ -19,7 +19,7 @@ from llmft.recipes.retuning.engine import Trace, depth_cap, run_direct, run_recu
 if TYPE_CHECKING:
     from llmft.core.config import Config
     from llmft.core.generation import Generator
-    from llmft.recipes.retuning.recipe import RetuningConfig
+    from llmft.recipes.retuning.config import RetuningConfig
 
 RESULTS = runs.RESULTS_NAME
 PLOT = "accuracy_by_size.png"
