@@ -23,11 +23,9 @@ from llmft.core import checkpoints, runs
 from llmft.core.config import Config, config_to_toml
 from llmft.core.data import (
     IGNORE,
-    align_digit_positions,
     batch_order,
     collate,
     example_loss_weights,
-    randomize_positions,
 )
 from llmft.core.errors import LlmftError
 from llmft.core.heldout import eval_interval, heldout_examples, heldout_loss
@@ -41,7 +39,7 @@ from llmft.core.model_setup import (
     setup_model,
 )
 from llmft.core.models import attention_for_width
-from llmft.core.positions import digit_alignment
+from llmft.core.positions import run_positions
 from llmft.core.progress import note_large_file
 from llmft.core.run_summary import write_summary
 from llmft.core.scoring import logits_only_where_trained, token_loss_sum, trained_logits_pay
@@ -128,7 +126,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
     # The held-out loss scores decoder-only sequences; encoder-decoder runs skip it.
     held_out = [] if seq2seq else heldout_examples(config, recipe, tokenizer)
     packed = config.data.packing == "rows"
-    digit_rule = None if seq2seq else digit_alignment(config, tokenizer)
+    positions = run_positions(config, tokenizer, seq2seq)
     world, rank = accelerator.num_processes, accelerator.process_index
     widths = row_widths(config, max(len(row.input_ids) for row in rows))
     strategy = "group" if config.data.packing == "group" else "random"
@@ -183,11 +181,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
         eager = accelerator.unwrap_model(model).config._attn_implementation == "eager"  # masks float or bool
         # Position draws seeded by step: a resumed run draws the same positions.
         draw = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)
-        if config.train.random_positions and not seq2seq:
-            batches = [randomize_positions(b, config.train.random_positions, draw, additive=eager) for b in batches]
-        if digit_rule is not None:
-            batches = [align_digit_positions(b, digit_rule, additive=eager, max_offset=config.model.tiny.digit_offset,
-                                             generator=draw) for b in batches]
+        batches = positions.training(batches, draw, additive=eager)
         seen += [i for indices in micro for i in indices]
         tokens = sum(float((b["labels"][:, 0 if seq2seq else 1:] != IGNORE).sum()) for b in batches)
         if tokens == 0:
@@ -224,7 +218,7 @@ def _train(config: Config, recipe: TrainingHooks, accelerator: Any, checkpoint: 
             raise LlmftError(f"step {step}: loss is {loss}; lower train.learning_rate or check the data")
         losses.append(loss)
         if eval_every and (step % eval_every == 0 or step == total_steps):
-            eval_losses[step] = heldout_loss(model, held_out, tokenizer.pad_token_id, accelerator, eval_tokens, digit_rule)
+            eval_losses[step] = heldout_loss(model, held_out, tokenizer.pad_token_id, accelerator, eval_tokens, positions)
             logger.log_eval(step, eval_losses[step])
         elapsed = time.perf_counter() - started
         logger.log(step, loss, scheduler.get_last_lr()[0], real_tokens * world / max(elapsed, 1e-9),

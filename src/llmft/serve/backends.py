@@ -107,7 +107,7 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
     from llmft.core.generation import HFGenerator
     from llmft.core.inference import is_adapter
     from llmft.core.models import load_pretrained, resize_embeddings
-    from llmft.core.positions import digit_alignment
+    from llmft.core.positions import run_positions
 
     entries = _entries(specs, section_types)
     first_name, first_folder, first_config, base = entries[0]
@@ -132,7 +132,7 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
         model = model.to("cuda")
     model.eval()
     return [LoadedRun(name, folder, config,
-                      AdapterGenerator(HFGenerator(model, tokenizer, batch_size, digit_alignment(config, tokenizer)),
+                      AdapterGenerator(HFGenerator(model, tokenizer, batch_size, run_positions(config, tokenizer)),
                                        adapters[name]), base)
             for (name, folder, config, base), tokenizer in zip(entries, tokenizers)]
 
