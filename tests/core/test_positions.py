@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from llmft.core.data import Row, collate
+from llmft.core.data import collate
 from llmft.core.errors import LlmftError
 from llmft.core.models import rope_parameters
+from llmft.core.packing import Row
 from llmft.core.positions import DigitAlignment, align_digit_positions, digit_token_ids, randomize_positions
 from tests.conftest import tiny_config, train_run
 

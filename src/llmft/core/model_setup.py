@@ -10,18 +10,10 @@ from typing import Any, Protocol
 
 from llmft.core import runs
 from llmft.core.config import Config
-from llmft.core.data import (
-    Row,
-    TokenizedExample,
-    load_examples,
-    merge_shared_prefixes,
-    pack_rows,
-    pack_rows_by_width,
-    paused_gc,
-    single_rows,
-)
+from llmft.core.data import TokenizedExample, load_examples, paused_gc
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import iter_jsonl
+from llmft.core.packing import Row, merge_shared_prefixes, pack_rows, pack_rows_by_width, single_rows
 
 
 class TrainingHooks(Protocol):

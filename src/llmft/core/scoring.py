@@ -10,13 +10,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from llmft.core.data import (
-    IGNORE,
-    TokenizedExample,
-    collate,
-    encode_prompt,
-    single_rows,
-)
+from llmft.core.data import IGNORE, TokenizedExample, collate, encode_prompt
+from llmft.core.packing import single_rows
 
 
 def token_losses(logits: Any, labels: Any) -> Any:
