@@ -126,7 +126,7 @@ def test_readme_fits_a_screenful_and_links_resolve() -> None:
     assert len(README.read_text(encoding="utf-8").splitlines()) <= 350
     assert {p.stem for p in (REPO / "docs" / "recipes").glob("*.md")} == set(RECIPE_ORDER)
     for page in [README, *PAGES]:
-        for target in re.findall(r"\]\(([^)#:]+)\)", page.read_text(encoding="utf-8")):
+        for target in re.findall(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
             assert (page.parent / target).exists(), f"{page.relative_to(REPO)}: broken link {target}"
 
 
