@@ -31,6 +31,7 @@ class Recipe(Protocol):
     summary: str  # one line, shown by `llmft make-data --help`
     example: str = ""  # a `llmft make-data <name> ...` line that works offline (the sub-command's --help)
     config_section: type | None = None  # dataclass of the recipe's own TOML section `[<name>]`
+    decode_options: bool = False  # whether `decode` reads request options (serve's `llmft` field)
 
     def make_data_params(self) -> list[click.Parameter]:
         """Extra options of `llmft make-data <name>` (`--out`, `--seed`, `--show` are added by the CLI)."""

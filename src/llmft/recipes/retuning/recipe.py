@@ -5,33 +5,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import write_jsonl
 from llmft.recipes.base import Recipe
+from llmft.recipes.retuning.config import RetuningConfig
 from llmft.recipes.retuning.data import FORMATS, TASKS, TRAIN_SIZES, eval_records, training_records
 
 if TYPE_CHECKING:
     from llmft.core.config import Config
     from llmft.core.generation import Decoded, Generator, Sampling
-
-
-@dataclass
-class RetuningConfig:
-    """[retuning]: the task and format the run trains on, and the recursion limit at evaluation."""
-
-    task: Literal["addition", "parity", "dp"] = "addition"
-    format: Literal["recursive", "scratchpad", "baseline"] = "recursive"
-    # Largest training size (digits, list or array length), which splits "in range" from "beyond";
-    # 0 = what make-data wrote into the eval records.
-    max_size: int = 0
-    # Recursion depth cap; 0 = the reference's: 2 x size for addition and parity, 35 for DP.
-    max_depth: int = 0
 
 
 # What `make-data retuning` without --n writes (measured at the defaults), said before the long silent write.
@@ -45,6 +32,7 @@ class RetuningRecipe(Recipe):
                "--no-resample --show 1")
     summary = "Re-Tuning (Pasewark et al. 2024): recursive addition, parity and DP; accuracy by size."
     config_section = RetuningConfig
+    decode_options = True  # recursion=False
 
     def make_data_params(self) -> list[click.Parameter]:
         return _make_data_options()
