@@ -12,11 +12,12 @@ from typing import Any
 
 def line_plot(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str,
               xlabel: str, ylabel: str, shade: tuple[float, float] | None = None, shade_label: str = "",
-              ylim: tuple[float, float] | None = None, symlog_x: bool = False,
+              ylim: tuple[float, float] | None = None, symlog_x: bool = False, log_y: bool = False,
               widths: dict[str, float] | None = None,
               right: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None, right_label: str = "") -> Path:
     """One line per series (xs, ys); `shade` marks an x range (e.g. the trained sizes); `right` series are
-    drawn dashed against a second y axis (e.g. the learning rate beside the loss)."""
+    drawn dashed against a second y axis (e.g. the learning rate beside the loss); `log_y` for values that
+    shrink by orders of magnitude (losses)."""
     figure, axes = _figure((7, 4))
     if shade is not None:
         axes.axvspan(shade[0], shade[1], color="0.9", label=shade_label or None, zorder=0)
@@ -30,6 +31,8 @@ def line_plot(path: str | Path, series: dict[str, tuple[Sequence[float], Sequenc
         axes.xaxis.set_minor_locator(_null_locator())
     elif steps and all(float(s).is_integer() for s in steps):
         axes.xaxis.get_major_locator().set_params(integer=True)
+    if log_y and all(y > 0 for _, ys in series.values() for y in ys):
+        axes.set_yscale("log")
     if ylim is not None:
         axes.set_ylim(*ylim)
     if right:
