@@ -119,20 +119,11 @@ def test_progress_marks_a_held_out_loss_from_an_earlier_step(tmp_path, capsys, m
     assert "| eval_loss 1.2500 |" in lines[1] and "| eval_loss 1.2500 (step 2) |" in lines[2]
 
 
-def test_loss_plot_has_a_log_axis_and_the_summary_names_no_unused_held_out_file(tmp_path, caesar_data, monkeypatch):
-    from matplotlib.figure import Figure
-
-    scales = {}
-    save = Figure.savefig
-
-    def recording_savefig(figure, path, **kwargs):
-        scales[Path(path).name] = figure.axes[0].get_yscale()
-        return save(figure, path, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+def test_loss_plot_has_a_log_axis_and_the_summary_names_no_unused_held_out_file(tmp_path, caesar_data,
+                                                                                saved_figures):
     train_file, eval_file = caesar_data
     config = tiny_config(tmp_path, train_file, eval_file, train={"max_steps": 3, "eval_steps": 0})
     train_run(config, progress=False)
-    assert scales == {"loss.png": "log"}
+    assert list(saved_figures) == ["loss.png"] and saved_figures["loss.png"]["yscale"] == "log"
     summary = (tmp_path / "run/summary.md").read_text()
     assert "no held-out loss" in summary and str(eval_file) not in summary and "held-out `" not in summary

@@ -58,6 +58,19 @@ def bar_plot(path: str | Path, groups: Sequence[str], bars: dict[str, Sequence[f
     return _finish(figure, axes, path, title, "", ylabel, legend=len(bars) > 1)
 
 
+def score_bars(path: str | Path, metrics_by_run: dict[str, dict], scores: dict[str, str], *, title: str) -> Path:
+    """Shares in [0, 1] as bars: one group per score (metric key -> label), one bar per run."""
+    return bar_plot(path, list(scores.values()),
+                    {run: [float(metrics.get(key) or 0.0) for key in scores] for run, metrics in metrics_by_run.items()},
+                    title=title, ylabel="share of examples", ylim=(0, 1))
+
+
+def eval_sets(metrics_by_run: dict[str, dict]) -> str:
+    """What several runs were scored on, for a comparison's title: the one eval file, or how many differ."""
+    files = sorted({str(metrics.get("data_eval") or "?") for metrics in metrics_by_run.values()})
+    return files[0] if len(files) == 1 else f"{len(files)} different eval sets ({', '.join(files)})"
+
+
 def _figure(size: tuple[float, float]) -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 

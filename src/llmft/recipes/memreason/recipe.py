@@ -144,10 +144,10 @@ class MemreasonRecipe(Recipe):
         return [Decoded(text, {"steps": parse_steps(opening + text, section.variant)}) for text in outputs]
 
     def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
+        """table.md (accuracy, chance, step types per run) and the plot of the same, whose path is returned."""
         from llmft.core.runs import atomic_write_text
-        from llmft.recipes.memreason.evaluate import compare_table
+        from llmft.recipes.memreason.evaluate import compare_plot, compare_table
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "table.md"
-        atomic_write_text(path, compare_table(metrics_by_run))
-        return path
+        atomic_write_text(out_dir / "table.md", compare_table(metrics_by_run))
+        return compare_plot(metrics_by_run, out_dir)
