@@ -37,7 +37,8 @@ class MemreasonRecipe(Recipe):
     """Disentangling memory and reasoning: CoT steps typed by trained <memory_i>/<reason_i> tokens."""
 
     name = "memreason"
-    example = "llmft make-data memreason --synthetic 200 --show 1"
+    # The folder recipes/memreason-tiny.toml reads (data/memreason/synthetic-tokens-p2s2).
+    example = "llmft make-data memreason --synthetic 4000 --num-prefix-tokens 2 --num-special-tokens 2 --show 1"
     summary = ("Memory/reasoning steps as trained planning tokens (Jin et al. 2025); StrategyQA, "
                "CommonsenseQA, TruthfulQA from the reference's JSON, or --synthetic N offline.")
     config_section = MemreasonConfig
