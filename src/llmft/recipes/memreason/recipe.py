@@ -38,7 +38,7 @@ class MemreasonRecipe(Recipe):
 
     name = "memreason"
     # The folder recipes/memreason-tiny.toml reads (data/memreason/synthetic-tokens-p2s2).
-    example = "llmft make-data memreason --synthetic 4000 --num-prefix-tokens 2 --num-special-tokens 2 --show 1"
+    example = "llmft make-data memreason --synthetic 4000 --num-prefix-tokens 2 --num-special-tokens 2"
     summary = ("Memory/reasoning steps as trained planning tokens (Jin et al. 2025); StrategyQA, "
                "CommonsenseQA, TruthfulQA from the reference's JSON, or --synthetic N offline.")
     config_section = MemreasonConfig
