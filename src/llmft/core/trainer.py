@@ -31,6 +31,7 @@ from llmft.core.data import (
 )
 from llmft.core.errors import LlmftError
 from llmft.core.heldout import eval_interval, heldout_examples, heldout_loss
+from llmft.core.jsonl import iter_jsonl
 from llmft.core.model_setup import (
     TrainingHooks,
     build_rows,
@@ -76,6 +77,12 @@ def train(
 
     `stop_after_step` simulates a kill after that step (tests of --resume).
     """
+    # The user's mistakes are answered before torch loads (seconds): a missing or malformed data.train, or
+    # --resume of a run with no checkpoint (read-only here; resolved again under the run's lock).
+    if config.data.train:
+        next(iter_jsonl(config.data.train, what="data.train"), None)
+    if resume:
+        checkpoints.resolve_start(Path(config.train.output_dir), resume, overwrite, main=False)
     import torch
     from accelerate import Accelerator
 
