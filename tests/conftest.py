@@ -28,6 +28,23 @@ def _one_thread() -> None:
 
 
 @pytest.fixture
+def saved_figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, str]]:
+    """{file name: {"title", "yscale"}} of every matplotlib figure saved while the test runs."""
+    from matplotlib.figure import Figure
+
+    saved: dict[str, dict[str, str]] = {}
+    save = Figure.savefig
+
+    def recording_savefig(figure: Figure, path: object, **kwargs: object) -> None:
+        axes = figure.axes[0]
+        saved[Path(str(path)).name] = {"title": axes.get_title(), "yscale": axes.get_yscale()}
+        save(figure, path, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    return saved
+
+
+@pytest.fixture
 def caesar_data(tmp_path: Path) -> tuple[Path, Path]:
     """A small learnable prompt/completion task: train and held-out eval JSONL."""
     train, held_out = toy_split("caesar", 1200, 100, seed=1)

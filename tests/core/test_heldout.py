@@ -101,3 +101,29 @@ def test_data_heldout_names_another_file_than_data_eval(tmp_path, caesar_data):
     config = tiny_config(tmp_path, train_file, problems, data={"heldout": str(eval_file)}, train={"max_steps": 2})
     assert list(train_run(config, progress=False).eval_losses) == [1, 2]
     assert "held-out `" + str(eval_file) in (tmp_path / "run/summary.md").read_text()
+
+
+def test_progress_marks_a_held_out_loss_from_an_earlier_step(tmp_path, capsys, monkeypatch):
+    from llmft.core.train_log import TrainLog
+
+    monkeypatch.setenv("LLMFT_PROGRESS", "lines")
+    log = TrainLog(tmp_path, main=True, progress=True, total=3, start=0)
+    log.bar.min_seconds = 0  # a line per step
+    log.log(1, 2.0, 1e-3, 100.0, every=1)
+    log.log_eval(2, 1.25)
+    log.log(2, 1.5, 1e-3, 100.0, every=1)
+    log.log(3, 1.0, 1e-3, 100.0, every=1)
+    log.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and "eval_loss" not in lines[0]
+    assert "| eval_loss 1.2500 |" in lines[1] and "| eval_loss 1.2500 (step 2) |" in lines[2]
+
+
+def test_loss_plot_has_a_log_axis_and_the_summary_names_no_unused_held_out_file(tmp_path, caesar_data,
+                                                                                saved_figures):
+    train_file, eval_file = caesar_data
+    config = tiny_config(tmp_path, train_file, eval_file, train={"max_steps": 3, "eval_steps": 0})
+    train_run(config, progress=False)
+    assert list(saved_figures) == ["loss.png"] and saved_figures["loss.png"]["yscale"] == "log"
+    summary = (tmp_path / "run/summary.md").read_text()
+    assert "no held-out loss" in summary and str(eval_file) not in summary and "held-out `" not in summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,13 +24,19 @@ def preset_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "recipes"
 
 
+PROGRAMS = ("llmft", "torchrun", "accelerate")  # a comment line starting with one of these is a command
+
+
 def describe_preset(path: Path) -> tuple[str, str, str]:
-    """(recipe, command, description) of a preset: its `recipe` key, first comment line, next comment line."""
+    """(recipe, command, description) of a preset: its `recipe` key, its leading comment lines that are
+    commands (joined by ` && `), and the first sentence of the comment paragraph after them."""
     text = path.read_text(encoding="utf-8")
     comments = [line[1:].strip() for line in text.splitlines() if line.startswith("#")]
-    command = comments[0] if comments else ""
+    commands: list[str] = []
+    while comments and comments[0].split(" ", 1)[0] in PROGRAMS:
+        commands.append(comments.pop(0))
     paragraph: list[str] = []
-    for comment in comments[1:]:
+    for comment in comments:
         if not comment and paragraph:
             break
         if comment:
@@ -39,7 +46,7 @@ def describe_preset(path: Path) -> tuple[str, str, str]:
         recipe = str(tomllib.loads(text).get("recipe", DEFAULT_RECIPE))
     except tomllib.TOMLDecodeError:
         recipe = "?"
-    return recipe, command, description
+    return recipe, " && ".join(commands), description
 
 
 def _first_sentence(text: str, limit: int = 110) -> str:
@@ -67,7 +74,7 @@ def recipes_command(show_commands: bool) -> None:
     recipes = load_all()
     folder = preset_dir()
     presets = [(path, *describe_preset(path)) for path in sorted(folder.glob("*.toml"))]
-    shown = Path("recipes") if folder == Path("recipes") else folder
+    shown = Path(os.path.relpath(folder))  # relative to where the user is, as they would type it
     width = max([2 + len(str(shown / p.name)) for p, *_ in presets] + [len(n) for n in recipes] + [8])
     for name, recipe in sorted(recipes.items()):
         click.echo(f"{name:<{width}}  {recipe.summary}")

@@ -56,8 +56,8 @@ def evaluate_folder(folder: str | Path, config: Config, recipe: Evaluates, out: 
     discard_if_changed(results, settings)
     generator = build_generator(folder, config)
     metrics = recipe.evaluate(generator, config, eval_dir)
-    metrics = {"run": str(folder), "recipe": recipe.name, "backend": config.eval.backend, **metrics,
-               "settings": settings}
+    metrics = {"run": str(folder), "recipe": recipe.name, "backend": config.eval.backend,
+               "data_eval": config.data.eval or "", **metrics, "settings": settings}
     runs.atomic_write_json(eval_dir / runs.EVAL_METRICS_NAME, metrics)
     return metrics, eval_dir
 

@@ -41,14 +41,14 @@ def export_merged(folder: str | Path, out: str | Path, dtype: str = "auto", over
     QLoRA adapters merge into an unquantised base (bf16/fp32), never into 4-bit weights. Returns a report
     with the max |logit difference| between the merged model and the adapter model on a probe input.
     """
-    import torch
-
     folder, out = Path(folder), Path(out)
     read_run_config(folder)
     if is_bottleneck_folder(folder):
         raise LlmftError(f"{folder}: bottleneck adapters are non-linear and cannot be merged into the base weights; "
                          "use the run folder itself (llmft eval/serve, or llmft.core.bottleneck.load_bottleneck)")
     check_destination(folder, out, overwrite)
+    import torch  # after the checks: a wrong folder is answered without loading torch (seconds)
+
     config, tokenizer, model = load_for_inference(folder, quantized=False)
     probe = tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"][:, :64].to(next(model.parameters()).device)
     inputs = {"input_ids": probe}

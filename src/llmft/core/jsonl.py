@@ -18,8 +18,7 @@ from typing import Any
 import jsonlines
 
 from llmft.core.errors import LlmftError
-from llmft.core.runs import atomic_write_text
-from llmft.core.writes import staging_for
+from llmft.core.writes import write_text_guarded
 
 Record = dict[str, Any]
 
@@ -76,11 +75,7 @@ def write_jsonl(path: str | Path, records: Iterable[Record]) -> Path:
     buffer = io.StringIO()
     with jsonlines.Writer(buffer, compact=True, dumps=functools.partial(json.dumps, ensure_ascii=False)) as writer:
         writer.write_all(records)
-    staged = staging_for(Path(path))  # inside make-data: published only once every target is checked
-    if staged is not None:
-        staged.write_text(buffer.getvalue(), encoding="utf-8")
-        return Path(path)
-    return atomic_write_text(path, buffer.getvalue())
+    return write_text_guarded(path, buffer.getvalue())  # inside make-data: published once every target is checked
 
 
 class AppendLog:

@@ -12,11 +12,12 @@ from typing import Any
 
 def line_plot(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str,
               xlabel: str, ylabel: str, shade: tuple[float, float] | None = None, shade_label: str = "",
-              ylim: tuple[float, float] | None = None, symlog_x: bool = False,
+              ylim: tuple[float, float] | None = None, symlog_x: bool = False, log_y: bool = False,
               widths: dict[str, float] | None = None,
               right: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None, right_label: str = "") -> Path:
     """One line per series (xs, ys); `shade` marks an x range (e.g. the trained sizes); `right` series are
-    drawn dashed against a second y axis (e.g. the learning rate beside the loss)."""
+    drawn dashed against a second y axis (e.g. the learning rate beside the loss); `log_y` for values that
+    shrink by orders of magnitude (losses)."""
     figure, axes = _figure((7, 4))
     if shade is not None:
         axes.axvspan(shade[0], shade[1], color="0.9", label=shade_label or None, zorder=0)
@@ -30,6 +31,8 @@ def line_plot(path: str | Path, series: dict[str, tuple[Sequence[float], Sequenc
         axes.xaxis.set_minor_locator(_null_locator())
     elif steps and all(float(s).is_integer() for s in steps):
         axes.xaxis.get_major_locator().set_params(integer=True)
+    if log_y and all(y > 0 for _, ys in series.values() for y in ys):
+        axes.set_yscale("log")
     if ylim is not None:
         axes.set_ylim(*ylim)
     if right:
@@ -53,6 +56,19 @@ def bar_plot(path: str | Path, groups: Sequence[str], bars: dict[str, Sequence[f
     if ylim is not None:
         axes.set_ylim(*ylim)
     return _finish(figure, axes, path, title, "", ylabel, legend=len(bars) > 1)
+
+
+def score_bars(path: str | Path, metrics_by_run: dict[str, dict], scores: dict[str, str], *, title: str) -> Path:
+    """Shares in [0, 1] as bars: one group per score (metric key -> label), one bar per run."""
+    return bar_plot(path, list(scores.values()),
+                    {run: [float(metrics.get(key) or 0.0) for key in scores] for run, metrics in metrics_by_run.items()},
+                    title=title, ylabel="share of examples", ylim=(0, 1))
+
+
+def eval_sets(metrics_by_run: dict[str, dict]) -> str:
+    """What several runs were scored on, for a comparison's title: the one eval file, or how many differ."""
+    files = sorted({str(metrics.get("data_eval") or "?") for metrics in metrics_by_run.values()})
+    return files[0] if len(files) == 1 else f"{len(files)} different eval sets ({', '.join(files)})"
 
 
 def _figure(size: tuple[float, float]) -> tuple[Any, Any]:

@@ -39,7 +39,7 @@ def write_summary(output_dir: Path, config: Config, steps: int, seconds: float, 
         series["held-out loss"] = ([r["step"] for r in held_out], [r["eval_loss"] for r in held_out])
     if train:
         line_plot(output_dir / LOSS_PLOT_NAME, series, title=f"{output_dir.name}: loss", xlabel="step",
-                  ylabel="loss per trained token",
+                  ylabel="loss per trained token (log scale)", log_y=True,
                   right={"learning rate": ([r["step"] for r in train], [r["lr"] for r in train])},
                   right_label="learning rate")
     t = config.train
@@ -47,8 +47,8 @@ def write_summary(output_dir: Path, config: Config, steps: int, seconds: float, 
         f"# {output_dir.name}",
         "",
         f"- recipe `{config.recipe}`, model `{config.model.name}`, adapter `{config.adapter.method}`",
-        f"- data `{config.data.train}` (packing {config.data.packing}); held-out "
-        f"`{config.data.heldout or config.data.eval or '-'}`",
+        f"- data `{config.data.train}` (packing {config.data.packing}); "
+        + (f"held-out `{config.data.heldout or config.data.eval}`" if held_out else "no held-out loss"),
         f"- {steps} steps of batch {t.batch_size} x grad_accum {t.grad_accum}, lr {t.learning_rate:g} "
         f"{t.lr_scheduler}, seed {t.seed}",
         f"- {_duration(seconds)} this session, {tokens_per_second:,.0f} tokens/s",

@@ -15,6 +15,7 @@ class TrainLog:
 
     def __init__(self, output_dir: Path, main: bool, progress: bool, total: int, start: int):
         self.main = main
+        self.last_eval: tuple[int, float] | None = None  # (step, held-out loss) of the latest evaluation
         self.bar = None
         self.writer = None
         if not main:
@@ -41,7 +42,8 @@ class TrainLog:
         if not self.main:
             return
         if self.bar is not None:
-            self.bar.update(1, loss=loss, lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:,.0f}")
+            self.bar.update(1, loss=loss, lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:,.0f}",
+                            eval_loss=self._eval_text(step))
         if step % max(every, 1) == 0 or step == 1:
             record = {"step": step, "loss": loss, "lr": lr, "tokens_per_s": round(tokens_per_second, 1)}
             self.handle.write(json.dumps(record) + "\n")
@@ -56,13 +58,19 @@ class TrainLog:
         """The held-out loss at `step`: metrics.jsonl, TensorBoard `eval/loss`, and beside the progress."""
         if not self.main:
             return
-        if self.bar is not None:
-            self.bar.update(0, eval_loss=eval_loss)
+        self.last_eval = (step, eval_loss)
         self.handle.write(json.dumps({"step": step, "eval_loss": eval_loss}) + "\n")
         self.handle.flush()
         os.fsync(self.handle.fileno())
         if self.writer is not None:
             self.writer.add_scalar("eval/loss", eval_loss, step)
+
+    def _eval_text(self, step: int) -> str | None:
+        """The latest held-out loss; one from an earlier step says which, so it is not read as current."""
+        if self.last_eval is None:
+            return None
+        at, value = self.last_eval
+        return f"{value:.4f}" if at == step else f"{value:.4f} (step {at})"
 
     def close(self) -> None:
         if not self.main:

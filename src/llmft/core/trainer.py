@@ -25,6 +25,7 @@ from llmft.core.config import Config, config_to_toml
 from llmft.core.data import IGNORE, TokenizedExample, collate, example_loss_weights
 from llmft.core.errors import LlmftError
 from llmft.core.heldout import eval_interval, heldout_examples, heldout_loss
+from llmft.core.jsonl import iter_jsonl
 from llmft.core.model_setup import (
     TrainingHooks,
     build_rows,
@@ -71,6 +72,12 @@ def train(
 
     `stop_after_step` simulates a kill after that step (tests of --resume).
     """
+    # The user's mistakes are answered before torch loads (seconds): a missing or malformed data.train, or
+    # --resume of a run with no checkpoint (read-only here; resolved again under the run's lock).
+    if config.data.train:
+        next(iter_jsonl(config.data.train, what="data.train"), None)
+    if resume:
+        checkpoints.resolve_start(Path(config.train.output_dir), resume, overwrite, main=False)
     import torch
     from accelerate import Accelerator
 

@@ -26,6 +26,7 @@ class _Transaction:
     inputs: set[Path]
     overwrite: bool
     staged: list[tuple[Path, Path]] = field(default_factory=list)  # (temp file, target)
+    created: list[Path] = field(default_factory=list)  # folders staging made, removed again if left empty
 
 
 _CURRENT: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar("llmft_writes", default=None)
@@ -47,6 +48,9 @@ def guarded_writes(inputs: Iterable[str | Path] = (), overwrite: bool = False) -
         _CURRENT.reset(token)
         for temp, _ in transaction.staged:
             temp.unlink(missing_ok=True)
+        for folder in reversed(transaction.created):  # a failed command leaves no empty output folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def staging_for(target: Path) -> Path | None:
@@ -57,10 +61,23 @@ def staging_for(target: Path) -> Path | None:
     target = Path(target)
     if target.resolve() in transaction.inputs:
         raise LlmftError(f"refusing to write {target}: it is an input of this command (choose another --out)")
+    missing = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
+    transaction.created += reversed(missing)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.staged")
     transaction.staged.append((temp, target))
     return temp
+
+
+def write_text_guarded(path: str | Path, text: str) -> Path:
+    """Write `text` to `path`: staged inside guarded_writes (published with the rest), else atomically."""
+    from llmft.core.runs import atomic_write_text
+
+    staged = staging_for(Path(path))
+    if staged is None:
+        return atomic_write_text(path, text)
+    staged.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def check_target(target: Path, inputs: set[Path], overwrite: bool) -> None:

@@ -100,6 +100,7 @@ def _entries(specs: Sequence[str], section_types: SectionTypes | None) -> list[t
 def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: SectionTypes | None = None
               ) -> list[LoadedRun]:
     """Every `--adapter` on one base loaded once; a second base or a clash of names is a one-line error."""
+    entries = _entries(specs, section_types)  # a bad folder or name fails before torch loads (seconds)
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -109,7 +110,6 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
     from llmft.core.models import load_pretrained, resize_embeddings
     from llmft.core.positions import run_positions
 
-    entries = _entries(specs, section_types)
     first_name, first_folder, first_config, base = entries[0]
     tokenizers = [_tokenizer(folder, base) for _, folder, _, _ in entries]
     for (_, folder, _, _), tokenizer in zip(entries[1:], tokenizers[1:]):

@@ -66,7 +66,7 @@ def student_config(tmp_path, data, method="full", tiny=None):
     return recipe_config(raw, source="test")
 
 
-def test_tiny_llama_student_trains_and_evaluates(tmp_path):
+def test_tiny_llama_student_trains_and_evaluates(tmp_path, saved_figures):
     from llmft.core.evaluation import evaluate_folder
     from llmft.core.trainer import train
     from llmft.recipes.cot_teacher.generators import generate_samples
@@ -86,6 +86,12 @@ def test_tiny_llama_student_trains_and_evaluates(tmp_path):
     completions = json.loads((eval_dir / "completions.json").read_text())
     assert completions["metadata"]["prediction_template"] == "ft_cot_token"
     assert sum(len(v) for v in completions["data"].values()) == 8
+    assert (eval_dir / "accuracy.png").is_file()
+    assert saved_figures["accuracy.png"]["title"] == f"cot-teacher coin_flip (ft_cot_token) on {data['eval']}"
+    runs = {"a": dict(metrics), "b": dict(metrics, data_eval="/other/eval.jsonl")}
+    get_recipe("cot-teacher").compare(runs, tmp_path / "compare")
+    assert saved_figures["accuracy.png"]["title"] == (
+        f"cot-teacher coin_flip on 2 different eval sets (/other/eval.jsonl, {data['eval']})")
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])

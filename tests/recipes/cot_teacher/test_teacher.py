@@ -140,3 +140,46 @@ def test_http_teacher_filters_and_resumes(tmp_path):
 
 def questions_by_index(dataset):
     return {s["sample_index"]: s["answer"] for s in dataset["data"]}
+
+
+def test_make_data_command_reports_the_teacher_and_fails_clean(tmp_path):
+    """`make-data cot-teacher --teacher URL`: a progress line per saved batch, then the teacher's count; a call
+    that fails leaves its output folder as it was (a new one is not created, an old one keeps its files)."""
+    from click.testing import CliRunner
+
+    from llmft.cli import cli
+    from llmft.core.jsonl import read_jsonl
+    from llmft.recipes.cot_teacher.make_data import make_student_data
+    from llmft.recipes.cot_teacher.tasks import default_split, load_dataset
+
+    from .openai_stub import OpenAIStub
+
+    scratch = tmp_path / "scratch"
+    make_student_data(scratch, 0, task="multiarith", n=20, template="ft_token")
+    dataset = load_dataset(scratch / "dataset.json")
+    train_idx, _ = default_split("multiarith", 20)
+    answers = {s["question"]: [s["answer"] if s["sample_index"] % 3 else "-1"] for s in dataset["data"]}
+    right = sum(1 for i in train_idx if i % 3)
+    runner = CliRunner()
+    common = ["make-data", "cot-teacher", "--task", "multiarith", "--n", "20", "--batch-size", "4"]
+
+    out = tmp_path / "new"
+    failed = runner.invoke(cli, [*common, "--teacher", "http://127.0.0.1:9/v1", "--out", str(out)])
+    assert failed.exit_code == 2 and failed.stderr.strip() == (
+        "error: --teacher-model is required with an endpoint URL (the model name to ask for)")
+    assert not out.exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "notes.txt").write_text("mine\n")
+    failed = runner.invoke(cli, [*common, "--teacher", "http://127.0.0.1:9/v1", "--out", str(old)])
+    assert failed.exit_code == 2 and sorted(p.name for p in old.iterdir()) == ["notes.txt"]
+
+    with OpenAIStub(ScriptedTeacher(answers), quiet=0.02) as url:
+        result = runner.invoke(cli, [*common, "--teacher", url, "--teacher-model", "t", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.strip().splitlines()
+    progress = [line for line in lines if line.startswith("teacher: ")]
+    assert len(train_idx) == 14 and len(progress) == 8  # 4 batches of rationales, 4 of answers
+    assert progress[0].startswith("teacher: 4/28 answers") and progress[-1].startswith("teacher: 28/28 answers")
+    assert lines[-1] == f"teacher correct {right} of 14 questions, kept {right} records"
+    assert len(read_jsonl(out / "train.jsonl")) == right

@@ -109,7 +109,7 @@ class Echo:
         return [self.text] * len(prompts)
 
 
-def test_evaluate_is_greedy_and_checks_the_tokens(tmp_path: Path) -> None:
+def test_evaluate_is_greedy_and_checks_the_tokens(tmp_path: Path, saved_figures: dict) -> None:
     path = tmp_path / "test.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records()))
     config = SimpleNamespace(data=SimpleNamespace(eval=str(path)),
@@ -122,9 +122,24 @@ def test_evaluate_is_greedy_and_checks_the_tokens(tmp_path: Path) -> None:
     assert prompts[0].endswith("\n  <prefix_0>") and kwargs["temperature"] == 0.0
     assert metrics["accuracy"] == 0.5 and metrics["n"] == 2
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+    assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert saved_figures["accuracy.png"]["title"] == f"memreason (tokens) on {path}"
     assert evaluate_memreason(Echo("never asked"), config, section, tmp_path) == metrics  # resumed from results
     with pytest.raises(LlmftError, match="made with --num-prefix-tokens 1 --num-special-tokens 1"):
         evaluate_memreason(generator, config, MemreasonConfig(num_prefix_tokens=2, num_special_tokens=1), tmp_path)
+
+
+def test_the_comparison_plot_names_the_eval_sets(tmp_path: Path, saved_figures: dict) -> None:
+    from llmft.recipes.base import get_recipe
+
+    recipe = get_recipe("memreason")
+    same = {name: {"accuracy": 0.5, "chance": 0.5, "data_eval": "data/m/test.jsonl"} for name in ("a", "b")}
+    assert recipe.compare(same, tmp_path / "same").name == "accuracy.png"
+    assert saved_figures["accuracy.png"]["title"] == "memreason on data/m/test.jsonl"
+    assert (tmp_path / "same" / "table.md").is_file()
+    mixed = {"a": {"accuracy": 0.5, "data_eval": "d/x.jsonl"}, "b": {"accuracy": 0.7, "data_eval": "d/y.jsonl"}}
+    recipe.compare(mixed, tmp_path / "mixed")
+    assert saved_figures["accuracy.png"]["title"] == "memreason on 2 different eval sets (d/x.jsonl, d/y.jsonl)"
 
 
 def test_best_on_test_only_behind_the_flag() -> None:

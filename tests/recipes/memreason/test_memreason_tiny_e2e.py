@@ -1,5 +1,5 @@
 """The CPU miniature: a tiny Llama from scratch on the synthetic task, with planning tokens vs plain CoT text vs
-answer-only (recipes/memreason-tiny.toml; docs/memreason.md holds the measured table: 0.81 / 0.905 / 0.735,
+answer-only (recipes/memreason-tiny.toml; docs/recipes/memreason.md holds the measured table: 0.81 / 0.905 / 0.735,
 chance 0.44; 7 to 13 minutes on the shared 2-core machine)."""
 
 from __future__ import annotations

@@ -10,9 +10,13 @@ from typing import Any
 from llmft.core import runs
 from llmft.core.errors import LlmftError
 from llmft.core.generation import Sampling
+from llmft.core.plots import eval_sets, score_bars
 from llmft.core.results import eval_records, evaluate_batched
 from llmft.recipes.cot_teacher.completions import new_completions, save_completions
 from llmft.recipes.cot_teacher.parsing import score_completion
+
+PLOT = "accuracy.png"
+SCORES = {"accuracy": "accuracy", "contains_answer": "contains answer", "correct_format": "correct format"}
 
 
 def evaluate_student(generator: Any, config: Any, section: Any, eval_dir: Path) -> dict[str, Any]:
@@ -40,7 +44,7 @@ def evaluate_student(generator: Any, config: Any, section: Any, eval_dir: Path) 
     done = evaluate_batched(eval_dir / runs.RESULTS_NAME, range(len(records)), config.eval.batch_size, answer, row)
     _write_completions(done, task, template, config, eval_dir)
     n = max(len(done), 1)
-    return {
+    metrics = {
         "task": task,
         "template": template,
         "accuracy": sum(r["correct"] for r in done) / n,
@@ -48,6 +52,16 @@ def evaluate_student(generator: Any, config: Any, section: Any, eval_dir: Path) 
         "correct_format": sum(r["correct_format"] for r in done) / n,
         "n": len(done),
     }
+    score_bars(eval_dir / PLOT, {"this run": metrics}, SCORES,
+               title=f"cot-teacher {task} ({template}) on {config.data.eval}")
+    return metrics
+
+
+def compare(metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
+    """Several students' scores as bars; the title names their tasks and the eval sets they were scored on."""
+    tasks = " / ".join(sorted({str(m.get("task", "?")) for m in metrics_by_run.values()}))
+    return score_bars(Path(out_dir) / PLOT, metrics_by_run, SCORES,
+                      title=f"cot-teacher {tasks} on {eval_sets(metrics_by_run)}")
 
 
 def _write_completions(rows: list[dict], task: str, template: str, config: Any, eval_dir: Path) -> None:

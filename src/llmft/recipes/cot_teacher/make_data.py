@@ -11,6 +11,7 @@ import click
 
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import write_jsonl
+from llmft.core.progress import Progress
 from llmft.recipes.cot_teacher.completions import completion_path, load_completions
 from llmft.recipes.cot_teacher.formats import student_input, student_record
 from llmft.recipes.cot_teacher.generators import GENERATORS, few_shot_prompt, generate_samples
@@ -23,7 +24,13 @@ from llmft.recipes.cot_teacher.tasks import (
     save_dataset,
     select,
 )
-from llmft.recipes.cot_teacher.teacher import TeacherSettings, completion_key, run_teacher, student_records
+from llmft.recipes.cot_teacher.teacher import (
+    TeacherSettings,
+    completion_key,
+    correct_questions,
+    run_teacher,
+    student_records,
+)
 
 
 def task_dataset(task: str, dataset_file: str | None, source: str | None, n: int, size: int,
@@ -83,15 +90,12 @@ def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | No
                 settings.concurrency = batch_size  # the batch's prompts as parallel requests
             path = Path(completions_file) if completions_file else completion_path(
                 out / "teacher", name, completion_key(settings), task)
-            with click.progressbar(length=2 * samples * len(train_idx), label="teacher") as bar:
-                progress = {"done": 0}
-
-                def report(done: int, total: int) -> None:
-                    bar.update(done - progress["done"])
-                    progress["done"] = done
-
+            answers = 2 * samples * len(train_idx)  # a rationale and a final answer per sample
+            # One line per saved batch off a terminal (both steps); a bar on one.
+            with Progress(answers, "teacher", unit="answers", lines=answers, min_seconds=0) as bar:
                 completions = run_teacher(generator, select(dataset, train_idx), path, task=task,
-                                          teacher_name=name, settings=settings, on_batch=report)
+                                          teacher_name=name, settings=settings,
+                                          on_batch=lambda done, total: bar.update(done - bar.done))
         elif completions_file:
             completions = load_completions(completions_file)
             if completions["metadata"]["dataset_key"] != task:
@@ -99,6 +103,8 @@ def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | No
         else:
             raise LlmftError("--format ft_cot_token needs --teacher (to ask) or --completions (a teacher's file)")
         train = student_records(completions, train_idx, samples, model_type)
+        click.echo(f"teacher correct {correct_questions(completions, train_idx, samples)} of {len(train_idx)} "
+                   f"questions, kept {len(train)} records", err=True)
         if not train:
             raise LlmftError("the teacher answered no training question correctly; nothing to fine-tune on")
         paths["train"] = write_jsonl(out / "train.jsonl", [dict(r, task=task) for r in train])

@@ -83,3 +83,8 @@ class CotTeacherRecipe(Recipe):
             metrics.update(best_epoch_on_test(Path(config.train.output_dir), {eval_dir.name: metrics["accuracy"]}))
         return metrics
 
+    def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
+        from llmft.recipes.cot_teacher.evaluate import compare
+
+        return compare(metrics_by_run, out_dir)
+

@@ -9,7 +9,7 @@ from typing import Any
 
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import read_json
-from llmft.core.runs import atomic_write_text
+from llmft.core.writes import write_text_guarded
 
 # Samples per task in the reference's compiled datasets (the unified `Dataset` JSON files).
 DATASET_SIZES = {
@@ -69,8 +69,8 @@ def load_dataset(path: str | Path, task: str | None = None) -> dict[str, Any]:
 
 
 def save_dataset(dataset: dict[str, Any], path: str | Path) -> Path:
-    """Write a `Dataset` JSON file atomically."""
-    return atomic_write_text(path, json.dumps(dataset, indent=4, ensure_ascii=False) + "\n")
+    """Write a `Dataset` JSON file atomically (with make-data's other files, when inside guarded_writes)."""
+    return write_text_guarded(path, json.dumps(dataset, indent=4, ensure_ascii=False) + "\n")
 
 
 def default_split(task: str, size: int | None = None) -> tuple[list[int], list[int]]:

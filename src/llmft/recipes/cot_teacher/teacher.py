@@ -137,6 +137,12 @@ def teacher_accuracy(completions: dict[str, Any], sample_indices: Sequence[int],
     return len(kept) / max(len(everything), 1)
 
 
+def correct_questions(completions: dict[str, Any], train_indices: Sequence[int], samples: int) -> int:
+    """How many questions have at least one right final answer among their first `samples` teacher samples."""
+    kept = select_samples(completions, train_indices, list(range(samples)), only_correct=True)
+    return len({sample["sample_index"] for sample in kept})
+
+
 def student_records(completions: dict[str, Any], train_indices: Sequence[int], samples: int,
                     model_type: ModelType) -> list[dict[str, Any]]:
     """Fine-tune-CoT training records: every correct teacher sample among the first `samples` per question,

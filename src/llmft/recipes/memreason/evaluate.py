@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from llmft.core.plots import eval_sets, score_bars
+
 INVALID = "[invalid]"
 TRUE_FALSE = re.compile(r"The answer is: (\-?[0-9\.\,]+|true|false)", re.IGNORECASE)
 LETTERS = {"commonsenseqa": "ABCDE", "truthfulqa": "ABCDEFGHIJKLMN"}
@@ -20,6 +22,8 @@ STEP_TOKEN = re.compile(r"<(memory|reason|answer|assignment)_\d+>")
 PREFIX_TOKEN = re.compile(r"<prefix_\d+>")
 COT_TAG = re.compile(r"^\s*\[(rag|reason)\]:", re.MULTILINE)
 OPTION = re.compile(r"(?:^|\s)([A-N])\.")
+PLOT = "accuracy.png"
+SCORES = {"accuracy": "accuracy", "chance": "chance", "step_type_agreement": "step-type agreement"}
 
 
 def extract_answer(completion: str, dataset: str) -> str:
@@ -152,7 +156,14 @@ def evaluate_memreason(generator: Any, config: Any, section: Any, eval_dir: Path
     metrics["variant"] = records[indices[0]]["variant"]
     metrics["temperature"] = config.eval.temperature
     metrics["report_best_on_test"] = section.report_best_on_test
+    score_bars(Path(eval_dir) / PLOT, {"this run": metrics}, SCORES,
+               title=f"memreason ({metrics['variant']}) on {config.data.eval}")
     return metrics
+
+
+def compare_plot(metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
+    """Several runs' accuracy (beside chance) as bars; the title names the eval sets they were scored on."""
+    return score_bars(Path(out_dir) / PLOT, metrics_by_run, SCORES, title=f"memreason on {eval_sets(metrics_by_run)}")
 
 
 def check_record(record: dict, section: Any, where: str) -> None:

@@ -37,7 +37,8 @@ class MemreasonRecipe(Recipe):
     """Disentangling memory and reasoning: CoT steps typed by trained <memory_i>/<reason_i> tokens."""
 
     name = "memreason"
-    example = "llmft make-data memreason --synthetic 200 --show 1"
+    # The folder recipes/memreason-tiny.toml reads (data/memreason/synthetic-tokens-p2s2).
+    example = "llmft make-data memreason --synthetic 4000 --num-prefix-tokens 2 --num-special-tokens 2"
     summary = ("Memory/reasoning steps as trained planning tokens (Jin et al. 2025); StrategyQA, "
                "CommonsenseQA, TruthfulQA from the reference's JSON, or --synthetic N offline.")
     config_section = MemreasonConfig
@@ -144,10 +145,10 @@ class MemreasonRecipe(Recipe):
         return [Decoded(text, {"steps": parse_steps(opening + text, section.variant)}) for text in outputs]
 
     def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
+        """table.md (accuracy, chance, step types per run) and the plot of the same, whose path is returned."""
         from llmft.core.runs import atomic_write_text
-        from llmft.recipes.memreason.evaluate import compare_table
+        from llmft.recipes.memreason.evaluate import compare_plot, compare_table
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "table.md"
-        atomic_write_text(path, compare_table(metrics_by_run))
-        return path
+        atomic_write_text(out_dir / "table.md", compare_table(metrics_by_run))
+        return compare_plot(metrics_by_run, out_dir)

@@ -13,9 +13,12 @@ from llmft.core import runs
 from llmft.core.errors import LlmftError
 from llmft.core.generation import Sampling
 from llmft.core.jsonl import read_jsonl, write_jsonl
+from llmft.core.plots import eval_sets, score_bars
 from llmft.core.results import eval_records, evaluate_batched
 from llmft.recipes.base import Recipe
 from llmft.recipes.sft.toys import TOYS, toy_split
+
+PLOT = "exact_match.png"
 
 
 @dataclass
@@ -84,12 +87,12 @@ class SftRecipe(Recipe):
             return {"prompt": records[i]["prompt"], "output": output, "reference": reference, "correct": correct}
 
         done = evaluate_batched(eval_dir / runs.RESULTS_NAME, range(len(records)), config.eval.batch_size, answer, row)
-        return {"exact_match": sum(r["correct"] for r in done) / max(len(done), 1), "n": len(done)}
+        metrics = {"exact_match": sum(r["correct"] for r in done) / max(len(done), 1), "n": len(done)}
+        score_bars(eval_dir / PLOT, {"this run": metrics}, {"exact_match": "exact match"},
+                   title=f"sft: exact match on {config.data.eval}")
+        return metrics
 
     def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:
-        """Exact match of several runs as bars, one per run."""
-        from llmft.core.plots import bar_plot
-
-        return bar_plot(Path(out_dir) / "exact_match.png", ["exact match"],
-                        {run: [metrics.get("exact_match", 0.0)] for run, metrics in metrics_by_run.items()},
-                        title="sft: exact match on data.eval", ylabel="exact match", ylim=(0, 1))
+        """Exact match of several runs as bars, one per run; the title names the eval sets they were scored on."""
+        return score_bars(Path(out_dir) / PLOT, metrics_by_run, {"exact_match": "exact match"},
+                          title=f"sft: exact match on {eval_sets(metrics_by_run)}")
