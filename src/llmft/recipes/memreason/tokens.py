@@ -6,12 +6,14 @@ one space. New rows start as copies of the rows of the literal word ("prefix", "
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # The reference's order: prefix, then answer, assignment, then the step-type predictor's vocabulary.
 KINDS = ("prefix", "answer", "assignment", "reason", "memory")
 # Reference tag -> step type (its StepType.predict: "[rag]" is memory).
 TAGS = {"rag": "memory", "reason": "reason"}
+PLANNING_TOKEN = re.compile(r"(<(?:" + "|".join(KINDS) + r")_\d+>)")
 
 
 def kinds(num_special: int) -> tuple[str, ...]:
@@ -48,3 +50,21 @@ def init_sources(tokenizer: Any, num_prefix: int, num_special: int) -> dict[str,
         for name in names:
             sources[name] = ids
     return sources
+
+
+def stripped_pieces(text: str) -> list[str]:
+    """The text cut at its planning tokens (odd positions), each text piece without the whitespace on a side
+    that faces a token: how the reference's slow (Llama-2) tokenizer cut a sequence before encoding it."""
+    pieces = PLANNING_TOKEN.split(text)
+    for i in range(0, len(pieces), 2):
+        if i > 0:
+            pieces[i] = pieces[i].lstrip()
+        if i < len(pieces) - 1:
+            pieces[i] = pieces[i].rstrip()
+    return pieces
+
+
+def strip_token_spaces(text: str) -> str:
+    """The text without whitespace around its planning tokens (a prompt ending in them then encodes to the
+    reference's Llama-2 ids)."""
+    return "".join(stripped_pieces(text))

@@ -1,0 +1,135 @@
+"""Planning-token ids against the reference's, with a Llama-2-style and a Llama-3-style tokenizer trained here.
+
+The reference's tokenisation was executed with its pinned libraries (transformers 4.31, tokenizers 0.13.3) on
+this sequence. Its slow LlamaTokenizer (the Llama-2 path) cut the text at each added token and dropped the
+whitespace facing it; each piece then started a new word:
+  <s> ▁Question : ... ▁battle ? <prefix_0> <prefix_1> <memory_0> <memory_1> ▁The ... ▁Jima . <prefix_0> ...
+and the prompt alone ended ? <0x0A> ▁ (two tokens longer than in the whole sequence). Its fast tokenizer (the
+Llama-3 path) kept every space and newline as a token: ? Ċ Ġ Ġ <prefix_0> Ġ <prefix_1> Ġ <memory_0> ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmft.core.data import IGNORE
+from llmft.recipes.memreason.data import eval_prompt
+from llmft.recipes.memreason.masking import sequence_ids, tokenize_reference
+from llmft.recipes.memreason.tokens import all_tokens
+
+QUESTION = "Question: Was ship that recovered Apollo 13 named after a World War II battle?\n "
+PREFIX = " <prefix_0> <prefix_1>"
+TARGET = (PREFIX + " <memory_0> <memory_1> The ship was the USS Iwo Jima.\n"
+          + PREFIX + " <answer_0> <answer_1> The answer is: True\n")
+CORPUS = ["Question: Was ship that recovered Apollo 13 named after a World War II battle? The ship was the USS "
+          "Iwo Jima. The answer is: True"] * 40
+QUESTION_WORDS = ["▁Question", ":", "▁Was", "▁ship", "▁that", "▁recovered", "▁Apollo", "▁13", "▁named", "▁after",
+                  "▁a", "▁World", "▁War", "▁II", "▁battle", "?"]
+
+
+def llama2_style() -> Any:
+    """Sentencepiece-style BPE as Llama-2's: "▁" word prefix (first piece only), byte fallback, BOS prepended."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True), pre_tokenizers.Punctuation()])
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tokenizer.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+                                                              show_progress=False))
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[
+        ("<s>", tokenizer.token_to_id("<s>"))])
+    return _with_planning_tokens(PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>",
+                                                         eos_token="</s>", unk_token="<unk>"))
+
+
+def llama3_style() -> Any:
+    """Byte-level BPE as Llama-3's: spaces and newlines are bytes ("Ġ", "Ċ"), no unk, BOS prepended."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tokenizer.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[
+        ("<|begin_of_text|>", tokenizer.token_to_id("<|begin_of_text|>"))])
+    return _with_planning_tokens(PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|begin_of_text|>",
+                                                         eos_token="<|end_of_text|>"))
+
+
+def _with_planning_tokens(tokenizer: Any) -> Any:
+    tokenizer.add_tokens(all_tokens(2, 2), special_tokens=True)  # as llmft adds them
+    return tokenizer
+
+
+def tokens(tokenizer: Any, ids: list[int]) -> list[str]:
+    return tokenizer.convert_ids_to_tokens(ids)
+
+
+def test_llama2_style_ids_equal_the_reference_slow_tokenizer_with_strip_token_spaces() -> None:
+    tokenizer = llama2_style()
+    reference = (["<s>", *QUESTION_WORDS, "<prefix_0>", "<prefix_1>", "<memory_0>", "<memory_1>", "▁The", "▁ship",
+                  "▁was", "▁the", "▁USS", "▁Iwo", "▁Jima", ".", "<prefix_0>", "<prefix_1>", "<answer_0>", "<answer_1>",
+                  "▁The", "▁answer", "▁is", ":", "▁True", "<0x0A>"])
+    assert tokens(tokenizer, sequence_ids(tokenizer, QUESTION + TARGET, True)) == reference
+    # Without the option the text is encoded as written: a lone "▁" before every planning token, the newlines kept.
+    plain = tokens(tokenizer, sequence_ids(tokenizer, QUESTION + TARGET))
+    assert plain[16:22] == ["?", "<0x0A>", "▁", "▁", "<prefix_0>", "▁"] and len(plain) > len(reference)
+    # The prompt alone keeps its "\n " (the reference's len(tokenizer(x)) counts them), so with the off-by-one
+    # the first planning token is masked too and training starts at the second.
+    prompt = sequence_ids(tokenizer, QUESTION, True)
+    assert tokens(tokenizer, prompt)[-3:] == ["?", "<0x0A>", "▁"]
+    example = tokenize_reference(tokenizer, QUESTION, TARGET, 700, True, True)
+    assert example.input_ids == sequence_ids(tokenizer, QUESTION + TARGET, True) + [tokenizer.eos_token_id]
+    assert example.labels[:len(prompt) - 1] == [IGNORE] * (len(prompt) - 1)
+    assert tokens(tokenizer, [example.input_ids[len(prompt) - 2]]) == ["<prefix_0>"]
+    assert example.labels[len(prompt) - 1:] == example.input_ids[len(prompt) - 1:]
+    # Evaluation prompts encode, whole, to the ids training saw: generation continues where training did.
+    prompted = tokenizer(eval_prompt(QUESTION, "tokens", 2, True))["input_ids"]
+    assert tokens(tokenizer, prompted) == ["<s>", *QUESTION_WORDS, "<prefix_0>", "<prefix_1>"]
+    assert prompted == sequence_ids(tokenizer, QUESTION + TARGET, True)[:len(prompted)]
+
+
+def test_llama3_style_ids_equal_the_reference_fast_tokenizer_as_written() -> None:
+    tokenizer = llama3_style()
+    # The reference's fast path run on this same tokenizer (its planning tokens added as ordinary tokens) gave
+    # exactly these tokens, and the prompt alone ended ? Ċ Ġ: llmft's ids without the option are the reference's.
+    words = ["Question", *(w.replace("▁", "Ġ") for w in QUESTION_WORDS[1:])]
+    reference = (["<|begin_of_text|>", *words, "Ċ", "Ġ", "Ġ", "<prefix_0>", "Ġ", "<prefix_1>", "Ġ", "<memory_0>", "Ġ",
+                  "<memory_1>", "ĠThe", "Ġship", "Ġwas", "Ġthe", "ĠUSS", "ĠIwo", "ĠJima", ".", "Ċ", "Ġ", "<prefix_0>",
+                  "Ġ", "<prefix_1>", "Ġ", "<answer_0>", "Ġ", "<answer_1>", "ĠThe", "Ġanswer", "Ġis", ":", "ĠTrue", "Ċ"])
+    assert tokens(tokenizer, sequence_ids(tokenizer, QUESTION + TARGET)) == reference
+    assert tokens(tokenizer, sequence_ids(tokenizer, QUESTION)) == ["<|begin_of_text|>", *words, "Ċ", "Ġ"]
+    example = tokenize_reference(tokenizer, QUESTION, TARGET, 700)
+    assert tokens(tokenizer, example.input_ids) == reference + ["<|end_of_text|>"]
+
+
+class Echo:
+    """A generator that keeps the prompts it was given."""
+
+    def generate(self, prompts: list[str], **kwargs: Any) -> list[str]:
+        self.prompts = prompts
+        return [""] * len(prompts)
+
+
+def test_the_option_reaches_training_and_serving_prompts() -> None:
+    from llmft.core.generation import Sampling
+    from llmft.recipes.base import get_recipe, recipe_config
+
+    tokenizer, recipe = llama2_style(), get_recipe("memreason")
+    record = {"prompt": QUESTION, "completion": TARGET, "question": QUESTION[10:-2], "answer": "True",
+              "variant": "tokens", "steps": [], "num_prefix_tokens": 2, "num_special_tokens": 2}
+    for strip in (False, True):
+        config = recipe_config({"recipe": "memreason", "data": {"max_length": 700}, "memreason": {
+            "num_prefix_tokens": 2, "num_special_tokens": 2, "strip_token_spaces": strip}})
+        example = recipe.tokenize(record, tokenizer, config)
+        assert example.input_ids == tokenize_reference(tokenizer, QUESTION, TARGET, 700, True, strip).input_ids
+        echo = Echo()
+        recipe.decode(echo, [QUESTION], config, Sampling())
+        assert echo.prompts == [eval_prompt(QUESTION, "tokens", 2, strip)]
+    assert eval_prompt(QUESTION, "tokens", 2, True) == QUESTION.strip() + "<prefix_0><prefix_1>"
