@@ -35,6 +35,9 @@ class MemreasonConfig:
     # `llmft eval` on several checkpoints: name the best one ON THE TEST SPLIT, labelled as such (what the
     # reference's README reports). Off by default: it is an optimistic, selected-on-test figure.
     report_best_on_test: bool = False
+    # true: `accuracy` reads the answer from prompt + generation, as the reference did (a CommonsenseQA or
+    # TruthfulQA output with no "The answer is:" takes the prompt's last letter). Both figures are always reported.
+    score_with_prompt: bool = False
 
 
 class MemreasonRecipe(Recipe):
