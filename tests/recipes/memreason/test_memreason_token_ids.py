@@ -1,16 +1,19 @@
 """Planning-token ids against the reference's, with a Llama-2-style and a Llama-3-style tokenizer trained here.
 
-The reference's tokenisation was executed with its pinned libraries (transformers 4.31, tokenizers 0.13.3) on
-this sequence. Its slow LlamaTokenizer (the Llama-2 path) cut the text at each added token and dropped the
-whitespace facing it; each piece then started a new word:
-  <s> ▁Question : ... ▁battle ? <prefix_0> <prefix_1> <memory_0> <memory_1> ▁The ... ▁Jima . <prefix_0> ...
-and the prompt alone ended ? <0x0A> ▁ (two tokens longer than in the whole sequence). Its fast tokenizer (the
-Llama-3 path) kept every space and newline as a token: ? Ċ Ġ Ġ <prefix_0> Ġ <prefix_1> Ġ <memory_0> ...
+The reference's tokenisation (AutoTokenizer of transformers 4.31 with tokenizers 0.13.3; the planning tokens
+added as ordinary tokens) was executed on this sequence with both tokenizers. With the Llama-2 normaliser
+(spaces to "▁") an added token was matched together with the space before it:
+  <s> ▁Question : ... ▁battle ? <0x0A> ▁ <prefix_0> <prefix_1> <memory_0> <memory_1> ▁The ... ▁Jima . <0x0A>
+  <prefix_0> <prefix_1> <answer_0> <answer_1> ▁The ▁answer ▁is : ▁True <0x0A>
+(decoded: "<prefix_0><prefix_1><memory_0>", as its released outputs read). The byte-level tokenizer kept every
+space as its own token: ? Ċ Ġ Ġ <prefix_0> Ġ <prefix_1> Ġ <memory_0> ...
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 from llmft.core.data import IGNORE
 from llmft.recipes.memreason.data import eval_prompt
@@ -27,14 +30,15 @@ QUESTION_WORDS = ["▁Question", ":", "▁Was", "▁ship", "▁that", "▁recove
                   "▁a", "▁World", "▁War", "▁II", "▁battle", "?"]
 
 
-def llama2_style() -> Any:
-    """Sentencepiece-style BPE as Llama-2's: "▁" word prefix (first piece only), byte fallback, BOS prepended."""
+def llama2_style(prepend: str = "first") -> Any:
+    """Sentencepiece-style BPE as Llama-2's in transformers 5: "▁" word prefix (on the first piece, or with
+    prepend="always" on every piece, as a legacy Llama tokenizer), byte fallback, BOS prepended."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True), pre_tokenizers.Punctuation()])
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend, split=True), pre_tokenizers.Punctuation()])
     tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
     tokenizer.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
@@ -71,28 +75,32 @@ def tokens(tokenizer: Any, ids: list[int]) -> list[str]:
     return tokenizer.convert_ids_to_tokens(ids)
 
 
-def test_llama2_style_ids_equal_the_reference_slow_tokenizer_with_strip_token_spaces() -> None:
-    tokenizer = llama2_style()
-    reference = (["<s>", *QUESTION_WORDS, "<prefix_0>", "<prefix_1>", "<memory_0>", "<memory_1>", "▁The", "▁ship",
-                  "▁was", "▁the", "▁USS", "▁Iwo", "▁Jima", ".", "<prefix_0>", "<prefix_1>", "<answer_0>", "<answer_1>",
-                  "▁The", "▁answer", "▁is", ":", "▁True", "<0x0A>"])
-    assert tokens(tokenizer, sequence_ids(tokenizer, QUESTION + TARGET, True)) == reference
-    # Without the option the text is encoded as written: a lone "▁" before every planning token, the newlines kept.
-    plain = tokens(tokenizer, sequence_ids(tokenizer, QUESTION + TARGET))
-    assert plain[16:22] == ["?", "<0x0A>", "▁", "▁", "<prefix_0>", "▁"] and len(plain) > len(reference)
-    # The prompt alone keeps its "\n " (the reference's len(tokenizer(x)) counts them), so with the off-by-one
-    # the first planning token is masked too and training starts at the second.
+LLAMA2_REFERENCE = ["<s>", *QUESTION_WORDS, "<0x0A>", "▁", "<prefix_0>", "<prefix_1>", "<memory_0>", "<memory_1>",
+                    "▁The", "▁ship", "▁was", "▁the", "▁USS", "▁Iwo", "▁Jima", ".", "<0x0A>", "<prefix_0>", "<prefix_1>",
+                    "<answer_0>", "<answer_1>", "▁The", "▁answer", "▁is", ":", "▁True", "<0x0A>"]
+
+
+@pytest.mark.parametrize("prepend", ["first", "always"])
+def test_llama2_style_ids_equal_the_reference_with_absorb_space_before_token(prepend: str) -> None:
+    tokenizer = llama2_style(prepend)
+    assert tokens(tokenizer, sequence_ids(tokenizer, QUESTION + TARGET, True)) == LLAMA2_REFERENCE
+    # The prompt alone ends ? <0x0A> ▁ as in the whole sequence, so the off-by-one mask trains that "▁" onwards.
     prompt = sequence_ids(tokenizer, QUESTION, True)
-    assert tokens(tokenizer, prompt)[-3:] == ["?", "<0x0A>", "▁"]
+    assert tokens(tokenizer, prompt) == LLAMA2_REFERENCE[:19]
     example = tokenize_reference(tokenizer, QUESTION, TARGET, 700, True, True)
     assert example.input_ids == sequence_ids(tokenizer, QUESTION + TARGET, True) + [tokenizer.eos_token_id]
-    assert example.labels[:len(prompt) - 1] == [IGNORE] * (len(prompt) - 1)
-    assert tokens(tokenizer, [example.input_ids[len(prompt) - 2]]) == ["<prefix_0>"]
-    assert example.labels[len(prompt) - 1:] == example.input_ids[len(prompt) - 1:]
+    assert example.labels == [IGNORE] * 18 + example.input_ids[18:]
     # Evaluation prompts encode, whole, to the ids training saw: generation continues where training did.
     prompted = tokenizer(eval_prompt(QUESTION, "tokens", 2, True))["input_ids"]
-    assert tokens(tokenizer, prompted) == ["<s>", *QUESTION_WORDS, "<prefix_0>", "<prefix_1>"]
-    assert prompted == sequence_ids(tokenizer, QUESTION + TARGET, True)[:len(prompted)]
+    assert tokens(tokenizer, prompted) == LLAMA2_REFERENCE[:21]
+
+
+def test_llama2_style_without_the_option_puts_a_lone_word_prefix_before_every_token() -> None:
+    tokenizer = llama2_style()
+    plain = tokens(tokenizer, sequence_ids(tokenizer, QUESTION + TARGET))
+    assert plain[16:27] == ["?", "<0x0A>", "▁", "▁", "<prefix_0>", "▁", "<prefix_1>", "▁", "<memory_0>", "▁",
+                            "<memory_1>"]
+    assert len(plain) == len(LLAMA2_REFERENCE) + 8  # one "▁" more before each of the 8 planning tokens
 
 
 def test_llama3_style_ids_equal_the_reference_fast_tokenizer_as_written() -> None:
@@ -124,12 +132,12 @@ def test_the_option_reaches_training_and_serving_prompts() -> None:
     tokenizer, recipe = llama2_style(), get_recipe("memreason")
     record = {"prompt": QUESTION, "completion": TARGET, "question": QUESTION[10:-2], "answer": "True",
               "variant": "tokens", "steps": [], "num_prefix_tokens": 2, "num_special_tokens": 2}
-    for strip in (False, True):
+    for absorb in (False, True):
         config = recipe_config({"recipe": "memreason", "data": {"max_length": 700}, "memreason": {
-            "num_prefix_tokens": 2, "num_special_tokens": 2, "strip_token_spaces": strip}})
+            "num_prefix_tokens": 2, "num_special_tokens": 2, "absorb_space_before_token": absorb}})
         example = recipe.tokenize(record, tokenizer, config)
-        assert example.input_ids == tokenize_reference(tokenizer, QUESTION, TARGET, 700, True, strip).input_ids
+        assert example.input_ids == tokenize_reference(tokenizer, QUESTION, TARGET, 700, True, absorb).input_ids
         echo = Echo()
         recipe.decode(echo, [QUESTION], config, Sampling())
-        assert echo.prompts == [eval_prompt(QUESTION, "tokens", 2, strip)]
-    assert eval_prompt(QUESTION, "tokens", 2, True) == QUESTION.strip() + "<prefix_0><prefix_1>"
+        assert echo.prompts == [eval_prompt(QUESTION, "tokens", 2, absorb)]
+    assert eval_prompt(QUESTION, "tokens", 2, True) == QUESTION + "<prefix_0><prefix_1>"

@@ -153,7 +153,7 @@ def evaluate_memreason(generator: Any, config: Any, section: Any, eval_dir: Path
         check_record(record, section, f"data.eval: {config.data.eval}: line {line}")
     indices = select(records, config.eval.max_examples, config.eval.seed)
     prompts = {i: eval_prompt(records[i]["prompt"], records[i]["variant"], records[i].get("num_prefix_tokens", 0),
-                              section.strip_token_spaces) for i in indices}
+                              section.absorb_space_before_token) for i in indices}
     sampling = Sampling.from_eval(config.eval)
     with ResultsLog(eval_dir / runs.RESULTS_NAME) as log:
         todo = log.todo(indices)

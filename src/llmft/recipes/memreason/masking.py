@@ -4,11 +4,11 @@ ids = tokenizer(x + y) (with BOS, cut to max_length) + [EOS]; the first len(toke
 masked, so the prompt's last token is trained too (an off-by-one; `loss_on_last_prompt_token = false` masks
 the whole prompt instead). Labels are ids at their own positions (the loss shifts them), as in transformers.
 
-`strip_token_spaces` gives the ids of the reference's Llama-2 path: transformers 4.31's slow LlamaTokenizer
-cut the text at every added token, stripped the whitespace (newlines too) on the side facing the token, and
-encoded each remaining piece on its own, so every piece starts a new word ("▁The") and no "▁" or newline
-sits between or before the planning tokens. Its fast-tokenizer path (Llama-3, Qwen) kept the whitespace,
-which is what the tokenizer gives here without the option.
+`absorb_space` gives the ids of the reference's Llama-2 runs (transformers 4.31 with tokenizers 0.13.3, whose
+Llama normalizer turned spaces into "▁" and whose ordinary added tokens were matched after normalisation, as
+"▁<prefix_0>"): the space before each planning token belongs to the token, so no lone "▁" precedes one, and
+the newlines stay. A byte-level tokenizer (Llama-3, Qwen) has no such normaliser and kept every space as a
+token of its own: the tokenizer's own ids, without the option.
 """
 
 from __future__ import annotations
@@ -16,26 +16,33 @@ from __future__ import annotations
 from typing import Any
 
 from llmft.core.data import IGNORE, TokenizedExample
-from llmft.recipes.memreason.tokens import stripped_pieces
+from llmft.recipes.memreason.tokens import PLANNING_TOKEN
 
 
-def sequence_ids(tokenizer: Any, text: str, strip_spaces: bool = False) -> list[int]:
-    """tokenizer(text) ids (with BOS); with `strip_spaces` the reference's Llama-2 ids (see the module docstring)."""
-    if not strip_spaces:
+def sequence_ids(tokenizer: Any, text: str, absorb_space: bool = False) -> list[int]:
+    """tokenizer(text) ids (with BOS); with `absorb_space` the reference's Llama-2 ids (module docstring) from a
+    sentencepiece-style tokenizer, each text piece encoded on its own so no piece gets a second word prefix."""
+    if not absorb_space:
         return tokenizer(text)["input_ids"]
     ids = tokenizer("")["input_ids"]  # BOS, when the tokenizer adds one
-    for i, piece in enumerate(stripped_pieces(text)):
+    pieces = PLANNING_TOKEN.split(text)
+    for i, piece in enumerate(pieces):
         if i % 2:
             ids.append(tokenizer.convert_tokens_to_ids(piece))
-        elif piece:
+            continue
+        if i < len(pieces) - 1 and piece.endswith(" "):
+            piece = piece[:-1]  # the space the next planning token takes
+        if i > 0 and piece.startswith(" "):
+            piece = piece[1:]  # given back as the word prefix the tokenizer puts before a text it encodes alone
+        if piece:
             ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
     return ids
 
 
 def tokenize_reference(tokenizer: Any, prompt: str, completion: str, max_length: int,
-                       loss_on_last_prompt_token: bool = True, strip_spaces: bool = False) -> TokenizedExample:
+                       loss_on_last_prompt_token: bool = True, absorb_space: bool = False) -> TokenizedExample:
     """One training example from prompt x and completion y (see the module docstring)."""
-    ids = sequence_ids(tokenizer, prompt + completion, strip_spaces)[:max_length] + [tokenizer.eos_token_id]
-    source = len(sequence_ids(tokenizer, prompt, strip_spaces)[:max_length])
+    ids = sequence_ids(tokenizer, prompt + completion, absorb_space)[:max_length] + [tokenizer.eos_token_id]
+    source = len(sequence_ids(tokenizer, prompt, absorb_space)[:max_length])
     masked = min(source - 1 if loss_on_last_prompt_token else source, len(ids))
     return TokenizedExample(ids, [IGNORE] * masked + ids[masked:])

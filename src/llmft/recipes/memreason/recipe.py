@@ -28,10 +28,10 @@ class MemreasonConfig:
     # The reference masks len(prompt) - 1 tokens, so the prompt's last token is trained (an off-by-one).
     # true reproduces it; false masks the whole prompt.
     loss_on_last_prompt_token: bool = True
-    # true: the reference's Llama-2 token ids (its slow tokenizer dropped the whitespace around every planning
-    # token and started each text piece as a new word), in training and in evaluation and serving prompts.
-    # false: the text as written, the reference's ids for fast tokenizers (Llama-3, Qwen).
-    strip_token_spaces: bool = False
+    # true: the reference's Llama-2 token ids (its tokenizer took the space before each planning token into the
+    # token), in training and in evaluation and serving prompts; for sentencepiece-style tokenizers (Llama-2).
+    # false: the text as the tokenizer encodes it, which are the reference's ids for byte-level ones (Llama-3, Qwen).
+    absorb_space_before_token: bool = False
     # `llmft eval` on several checkpoints: name the best one ON THE TEST SPLIT, labelled as such (what the
     # reference's README reports). Off by default: it is an optimistic, selected-on-test figure.
     report_best_on_test: bool = False
@@ -127,7 +127,7 @@ class MemreasonRecipe(Recipe):
         section = self.section(config)
         check_record(record, section, f"data.train: {record.get('source', 'a record')}")
         return tokenize_reference(tokenizer, record["prompt"], record["completion"], config.data.max_length,
-                                  section.loss_on_last_prompt_token, section.strip_token_spaces)
+                                  section.loss_on_last_prompt_token, section.absorb_space_before_token)
 
     def evaluate(self, generator: Any, config: Any, eval_dir: Path, **options: Any) -> dict:
         from llmft.recipes.memreason.evaluate import evaluate_memreason
@@ -142,13 +142,13 @@ class MemreasonRecipe(Recipe):
         planning tokens, and `extra.steps` lists each generated step with its type (memory / reason)."""
         from llmft.core.generation import Decoded
         from llmft.recipes.memreason.evaluate import parse_steps
-        from llmft.recipes.memreason.tokens import strip_token_spaces, token_text
+        from llmft.recipes.memreason.tokens import absorb_space_before_tokens, token_text
 
         section = self.section(config)
         opening = token_text(section.num_prefix_tokens, 0)["prefix"] if section.variant == "tokens" else ""
         full = [p if p.endswith(opening) else p + opening for p in prompts]
-        if section.strip_token_spaces:
-            full = [strip_token_spaces(p) for p in full]
+        if section.absorb_space_before_token:
+            full = [absorb_space_before_tokens(p) for p in full]
         outputs = generator.generate(full, **sampling.kwargs())
         return [Decoded(text, {"steps": parse_steps(opening + text, section.variant)}) for text in outputs]
 

@@ -52,19 +52,7 @@ def init_sources(tokenizer: Any, num_prefix: int, num_special: int) -> dict[str,
     return sources
 
 
-def stripped_pieces(text: str) -> list[str]:
-    """The text cut at its planning tokens (odd positions), each text piece without the whitespace on a side
-    that faces a token: how the reference's slow (Llama-2) tokenizer cut a sequence before encoding it."""
-    pieces = PLANNING_TOKEN.split(text)
-    for i in range(0, len(pieces), 2):
-        if i > 0:
-            pieces[i] = pieces[i].lstrip()
-        if i < len(pieces) - 1:
-            pieces[i] = pieces[i].rstrip()
-    return pieces
-
-
-def strip_token_spaces(text: str) -> str:
-    """The text without whitespace around its planning tokens (a prompt ending in them then encodes to the
-    reference's Llama-2 ids)."""
-    return "".join(stripped_pieces(text))
+def absorb_space_before_tokens(text: str) -> str:
+    """The text without the one space before each planning token, which the reference's Llama-2 tokenizer
+    matched as part of the token (a prompt ending in planning tokens then encodes to the reference's ids)."""
+    return re.sub(" " + PLANNING_TOKEN.pattern, r"\1", text)
