@@ -33,6 +33,7 @@ class TokenizedExample:
     labels: list[int]
     truncated: bool = False  # cut to data.max_length (its EOS kept)
     records: int = 1  # training records it stands for (> 1 after merge_shared_prefixes folded others in)
+    hidden: tuple[int, ...] = ()  # positions no token attends to (a collator that masks attention by token id)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -215,7 +216,7 @@ def merge_shared_prefixes(examples: Sequence[TokenizedExample], scan: int = 256)
             labels[host][p] = labels[guest][p]
         records[host] += records[guest]
         absorbed[guest] = True
-    return [TokenizedExample(list(example.input_ids), labels[i], example.truncated, records[i])
+    return [TokenizedExample(list(example.input_ids), labels[i], example.truncated, records[i], example.hidden)
             for i, example in enumerate(examples) if not absorbed[i]]
 
 
@@ -231,6 +232,7 @@ class Row:
     labels: list[int]
     position_ids: list[int]
     examples: int = 1
+    hidden: tuple[int, ...] = ()  # positions no token attends to
 
 
 def pack_rows(examples: Sequence[TokenizedExample], row_length: int) -> list[Row]:
@@ -285,12 +287,15 @@ def _join(members: Sequence[TokenizedExample]) -> Row:
     input_ids: list[int] = []
     labels: list[int] = []
     positions: list[int] = []
+    hidden: list[int] = []
     for example in members:
+        hidden += [len(input_ids) + at for at in example.hidden]
         input_ids += example.input_ids
         # The first token of each example is never a target: no loss leaks across packed examples.
         labels += [IGNORE] + example.labels[1:]
         positions += list(range(len(example)))
-    return Row(input_ids, labels, positions, examples=sum(example.records for example in members))
+    return Row(input_ids, labels, positions, examples=sum(example.records for example in members),
+               hidden=tuple(hidden))
 
 
 def batch_order(rows: Sequence[Row], batch_size: int, seed: int, epoch: int, strategy: str,
@@ -330,8 +335,12 @@ def batch_order(rows: Sequence[Row], batch_size: int, seed: int, epoch: int, str
 def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     """Right-pad rows into tensors. Packed rows pass position_ids and no attention mask (transformers then
     keeps attention inside each example). Unpacked rows pass neither: with right padding and causal
-    attention no real token can see a pad, so the model takes its plain causal path, with the same logits."""
+    attention no real token can see a pad, so the model takes its plain causal path, with the same logits.
+    Rows with hidden positions (unpacked only) pass an attention mask that is 0 there and on the padding."""
     import torch
+
+    if packed and any(row.hidden for row in rows):
+        raise LlmftError('data.packing = "rows" cannot hide tokens from attention; set data.packing = "none"')
 
     width = max(len(row.input_ids) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -347,6 +356,12 @@ def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     batch = {"input_ids": ids, "labels": labels}
     if packed:
         batch["position_ids"] = positions
+    elif any(row.hidden for row in rows):
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            mask[i, :len(row.input_ids)] = 1
+            mask[i, list(row.hidden)] = 0
+        batch["attention_mask"] = mask
     return batch
 
 

@@ -50,7 +50,8 @@ def llama2_style(prepend: str = "first") -> Any:
 
 
 def llama3_style() -> Any:
-    """Byte-level BPE as Llama-3's: spaces and newlines are bytes ("Ġ", "Ċ"), no unk, BOS prepended."""
+    """Byte-level BPE as Llama-3's: spaces and newlines are bytes ("Ġ", "Ċ"), no unk or pad, "!" is id 0 (the
+    first byte symbol), BOS prepended."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -58,8 +59,8 @@ def llama3_style() -> Any:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=600, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+        vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tokenizer.add_special_tokens(["<|begin_of_text|>", "<|end_of_text|>"])
     tokenizer.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[
         ("<|begin_of_text|>", tokenizer.token_to_id("<|begin_of_text|>"))])
     return _with_planning_tokens(PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|begin_of_text|>",
@@ -141,3 +142,31 @@ def test_the_option_reaches_training_and_serving_prompts() -> None:
         recipe.decode(echo, [QUESTION], config, Sampling())
         assert echo.prompts == [eval_prompt(QUESTION, "tokens", 2, absorb)]
     assert eval_prompt(QUESTION, "tokens", 2, True) == QUESTION + "<prefix_0><prefix_1>"
+
+
+def test_reference_pad_id_hides_a_real_bang_and_shortens_the_masked_prompt() -> None:
+    tokenizer = llama3_style()
+    assert tokenizer.convert_tokens_to_ids("!") == 0  # as in Llama-3's vocabulary
+    question = QUESTION.replace("?", "!")
+    plain = tokenize_reference(tokenizer, question, TARGET, 700)
+    quirk = tokenize_reference(tokenizer, question, TARGET, 700, pad_id=0)
+    bang = plain.input_ids.index(0)
+    assert quirk.input_ids == plain.input_ids and plain.hidden == () and quirk.hidden == (bang,)
+    # The reference's prompt length left out the "!": one prompt token fewer is masked.
+    assert quirk.labels.count(IGNORE) == plain.labels.count(IGNORE) - 1 == bang + 1
+    assert tokenize_reference(tokenizer, QUESTION, TARGET, 700, pad_id=0).hidden == ()
+
+
+def test_reference_pad_id_needs_one_example_per_row() -> None:
+    from llmft.core.errors import LlmftError
+    from llmft.recipes.base import get_recipe, recipe_config
+
+    tokenizer, recipe = llama3_style(), get_recipe("memreason")
+    record = {"prompt": QUESTION.replace("?", "!"), "completion": TARGET, "question": "q", "answer": "True",
+              "variant": "tokens", "steps": [], "num_prefix_tokens": 2, "num_special_tokens": 2}
+    section = {"num_prefix_tokens": 2, "num_special_tokens": 2, "reference_pad_id": 0}
+    config = recipe_config({"recipe": "memreason", "data": {"packing": "none"}, "memreason": section})
+    assert len(recipe.tokenize(record, tokenizer, config).hidden) == 1
+    packed = recipe_config({"recipe": "memreason", "data": {"packing": "rows"}, "memreason": section})
+    with pytest.raises(LlmftError, match='memreason.reference_pad_id hides tokens from attention: set data.packing'):
+        recipe.tokenize(record, tokenizer, packed)

@@ -40,9 +40,13 @@ def sequence_ids(tokenizer: Any, text: str, absorb_space: bool = False) -> list[
 
 
 def tokenize_reference(tokenizer: Any, prompt: str, completion: str, max_length: int,
-                       loss_on_last_prompt_token: bool = True, absorb_space: bool = False) -> TokenizedExample:
-    """One training example from prompt x and completion y (see the module docstring)."""
+                       loss_on_last_prompt_token: bool = True, absorb_space: bool = False,
+                       pad_id: int = -1) -> TokenizedExample:
+    """One training example from prompt x and completion y (see the module docstring). With `pad_id` >= 0 the
+    reference's padding quirk: it counted the prompt's length as its ids other than the pad id and its collator
+    hid every token with that id from attention (pad id 0 is a real token, "!", on Llama-3)."""
     ids = sequence_ids(tokenizer, prompt + completion, absorb_space)[:max_length] + [tokenizer.eos_token_id]
-    source = len(sequence_ids(tokenizer, prompt, absorb_space)[:max_length])
+    source = sum(1 for i in sequence_ids(tokenizer, prompt, absorb_space)[:max_length] if i != pad_id)
     masked = min(source - 1 if loss_on_last_prompt_token else source, len(ids))
-    return TokenizedExample(ids, [IGNORE] * masked + ids[masked:])
+    hidden = tuple(at for at, i in enumerate(ids) if i == pad_id)
+    return TokenizedExample(ids, [IGNORE] * masked + ids[masked:], hidden=hidden)

@@ -32,6 +32,10 @@ class MemreasonConfig:
     # token), in training and in evaluation and serving prompts; for sentencepiece-style tokenizers (Llama-2).
     # false: the text as the tokenizer encodes it, which are the reference's ids for byte-level ones (Llama-3, Qwen).
     absorb_space_before_token: bool = False
+    # The reference padded with id 0 where the tokenizer had no pad token (Llama-2: <unk>; Llama-3: "!") and its
+    # collator hid every token with that id from attention, a real "!" too, which also shortened the masked
+    # prompt by one. 0 reproduces that (needs data.packing = "none"); -1: no token is hidden.
+    reference_pad_id: int = -1
     # `llmft eval` on several checkpoints: name the best one ON THE TEST SPLIT, labelled as such (what the
     # reference's README reports). Off by default: it is an optimistic, selected-on-test figure.
     report_best_on_test: bool = False
@@ -126,8 +130,12 @@ class MemreasonRecipe(Recipe):
             return None
         section = self.section(config)
         check_record(record, section, f"data.train: {record.get('source', 'a record')}")
+        if section.reference_pad_id >= 0 and config.data.packing == "rows":
+            raise LlmftError('memreason.reference_pad_id hides tokens from attention: set data.packing = "none" '
+                             "(the reference trained one example per row)")
         return tokenize_reference(tokenizer, record["prompt"], record["completion"], config.data.max_length,
-                                  section.loss_on_last_prompt_token, section.absorb_space_before_token)
+                                  section.loss_on_last_prompt_token, section.absorb_space_before_token,
+                                  section.reference_pad_id)
 
     def evaluate(self, generator: Any, config: Any, eval_dir: Path, **options: Any) -> dict:
         from llmft.recipes.memreason.evaluate import evaluate_memreason
