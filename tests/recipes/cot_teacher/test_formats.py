@@ -135,3 +135,16 @@ def test_generators_answer_their_own_questions():
     assert 60 < sum(s["answer"] == "yes" for s in coin) < 140
     prompt = few_shot_prompt(coin[:2])
     assert prompt.count("Q: ") == 2 and prompt.endswith(f"The answer is {coin[1]['answer']}.")
+
+
+def test_a_decoder_only_format_for_t5_is_one_error_line(tmp_path):
+    from click.testing import CliRunner
+
+    from llmft.cli import cli
+
+    result = CliRunner().invoke(cli, ["make-data", "cot-teacher", "--task", "coin_flip", "--n", "20", "--format",
+                                      "ft_cot_natural", "--model-type", "encoder_decoder", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --format ft_cot_natural: not defined for --model-type encoder_decoder (decoder students only)"]
+    assert not list(tmp_path.iterdir())  # nothing written
