@@ -33,8 +33,8 @@ class MemreasonConfig:
     # false: the text as the tokenizer encodes it, which are the reference's ids for byte-level ones (Llama-3, Qwen).
     absorb_space_before_token: bool = False
     # The reference padded with id 0 where the tokenizer had no pad token (Llama-2: <unk>; Llama-3: "!") and its
-    # collator hid every token with that id from attention, a real "!" too, which also shortened the masked
-    # prompt by one. 0 reproduces that (needs data.packing = "none"); -1: no token is hidden.
+    # collator hid every token with that id from attention, a real "!" too; each one in the prompt also shortened
+    # the masked span by one. 0 reproduces that (needs data.packing = "none"); -1: no token is hidden.
     reference_pad_id: int = -1
     # `llmft eval` on several checkpoints: name the best one ON THE TEST SPLIT, labelled as such (what the
     # reference's README reports). Off by default: it is an optimistic, selected-on-test figure.
