@@ -1,9 +1,11 @@
 import pytest
+import torch
 
-from llmft.core.data import IGNORE, load_examples, tokenize_record
+from llmft.core.data import IGNORE, TokenizedExample, collate, load_examples, tokenize_record
 from llmft.core.errors import LlmftError
 from llmft.core.inspect import render_example, trained_text
 from llmft.core.jsonl import write_jsonl
+from llmft.core.packing import pack_rows, single_rows
 from llmft.core.tokenizers import train_tokenizer
 
 
@@ -108,3 +110,29 @@ def test_paused_gc_restores_the_collector_as_it_found_it():
         assert not gc.isenabled()  # a caller that had it off keeps it off
     finally:
         gc.enable()
+
+
+def test_hidden_positions_are_invisible_to_every_later_token():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=20, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    a = TokenizedExample([1, 5, 6, 7, 8], [IGNORE, 5, 6, 7, 8], hidden=(2,))
+    b = TokenizedExample([1, 5, 9, 7, 8], [IGNORE, 5, 9, 7, 8], hidden=(2,))
+    short = TokenizedExample([1, 4], [IGNORE, 4])
+    batch = collate(single_rows([a, b, short]), pad_id=0, packed=False)
+    assert batch["attention_mask"].tolist() == [[1, 1, 0, 1, 1], [1, 1, 0, 1, 1], [1, 1, 0, 0, 0]]
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        # Without the hidden positions the batch passes no mask and the changed token shows downstream.
+        plain = collate(single_rows([TokenizedExample(a.input_ids, a.labels), TokenizedExample(b.input_ids, b.labels)]),
+                        pad_id=0, packed=False)
+        seen = model(**{k: v for k, v in plain.items() if k != "labels"}).logits
+    assert "attention_mask" not in plain
+    torch.testing.assert_close(logits[0, 3:], logits[1, 3:])  # the hidden token's id changes no later logit
+    assert not torch.allclose(seen[0, 3:], seen[1, 3:], atol=1e-4)
+    longer = TokenizedExample([1, 2, 3, 4, 5, 6], [IGNORE, 2, 3, 4, 5, 6])
+    assert pack_rows([a, longer], 16)[0].hidden == (8,)  # positions follow the example into its packed row
+    with pytest.raises(LlmftError, match='set data.packing = "none"'):
+        collate(pack_rows([a, longer], 16), pad_id=0, packed=True)

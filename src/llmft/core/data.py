@@ -34,6 +34,7 @@ class TokenizedExample:
     labels: list[int]
     truncated: bool = False  # cut to data.max_length (its EOS kept)
     records: int = 1  # training records it stands for (> 1 after merge_shared_prefixes folded others in)
+    hidden: tuple[int, ...] = ()  # positions no token attends to (a collator that masks attention by token id)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -185,8 +186,12 @@ def load_examples(
 def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     """Right-pad rows into tensors. Packed rows pass position_ids and no attention mask (transformers then
     keeps attention inside each example). Unpacked rows pass neither: with right padding and causal
-    attention no real token can see a pad, so the model takes its plain causal path, with the same logits."""
+    attention no real token can see a pad, so the model takes its plain causal path, with the same logits.
+    Rows with hidden positions (unpacked only) pass an attention mask that is 0 there and on the padding."""
     import torch
+
+    if packed and any(row.hidden for row in rows):
+        raise LlmftError('data.packing = "rows" cannot hide tokens from attention; set data.packing = "none"')
 
     width = max(len(row.input_ids) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -202,6 +207,12 @@ def collate(rows: Sequence[Row], pad_id: int, packed: bool) -> dict[str, Any]:
     batch = {"input_ids": ids, "labels": labels}
     if packed:
         batch["position_ids"] = positions
+    elif any(row.hidden for row in rows):
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            mask[i, :len(row.input_ids)] = 1
+            mask[i, list(row.hidden)] = 0
+        batch["attention_mask"] = mask
     return batch
 
 

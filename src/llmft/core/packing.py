@@ -46,7 +46,7 @@ def merge_shared_prefixes(examples: Sequence[TokenizedExample], scan: int = 256)
             labels[host][p] = labels[guest][p]
         records[host] += records[guest]
         absorbed[guest] = True
-    return [TokenizedExample(list(example.input_ids), labels[i], example.truncated, records[i])
+    return [TokenizedExample(list(example.input_ids), labels[i], example.truncated, records[i], example.hidden)
             for i, example in enumerate(examples) if not absorbed[i]]
 
 
@@ -62,6 +62,7 @@ class Row:
     labels: list[int]
     position_ids: list[int]
     examples: int = 1
+    hidden: tuple[int, ...] = ()  # positions no token attends to
 
 
 def pack_rows(examples: Sequence[TokenizedExample], row_length: int) -> list[Row]:
@@ -116,12 +117,15 @@ def _join(members: Sequence[TokenizedExample]) -> Row:
     input_ids: list[int] = []
     labels: list[int] = []
     positions: list[int] = []
+    hidden: list[int] = []
     for example in members:
+        hidden += [len(input_ids) + at for at in example.hidden]
         input_ids += example.input_ids
         # The first token of each example is never a target: no loss leaks across packed examples.
         labels += [IGNORE] + example.labels[1:]
         positions += list(range(len(example)))
-    return Row(input_ids, labels, positions, examples=sum(example.records for example in members))
+    return Row(input_ids, labels, positions, examples=sum(example.records for example in members),
+               hidden=tuple(hidden))
 
 
 def batch_order(rows: Sequence[Row], batch_size: int, seed: int, epoch: int, strategy: str,

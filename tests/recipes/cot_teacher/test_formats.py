@@ -12,7 +12,13 @@ from llmft.recipes.cot_teacher.completions import (
     save_completions,
     select_samples,
 )
-from llmft.recipes.cot_teacher.formats import student_input, student_label, zs_cot_step1, zs_cot_step2
+from llmft.recipes.cot_teacher.formats import (
+    check_template,
+    student_input,
+    student_label,
+    zs_cot_step1,
+    zs_cot_step2,
+)
 from llmft.recipes.cot_teacher.generators import few_shot_prompt, generate_samples
 from llmft.recipes.cot_teacher.tasks import (
     DATASET_SIZES,
@@ -46,6 +52,19 @@ def test_student_templates():
         "Q: a\nA: b The answer is c.\nQ: How many?\nA:")
     with pytest.raises(ValueError):
         student_label(SAMPLE, "zs", "decoder")
+
+
+def test_natural_and_gpt3_templates():
+    # The reference's ft_cot_natural strings (its label says "Therefore the answer is", without a comma).
+    assert student_input(SAMPLE, "ft_cot_natural", "decoder") == "Q: How many?\n\nA: Let's think step by step.\n\n"
+    assert student_label(SAMPLE, "ft_cot_natural", "decoder") == " 3 + 4 = 7.\n\nTherefore the answer is 7"
+    # The paper's GPT-3 strings (format.py's REPRODUCTION NOTE), fields left unstripped.
+    assert student_input(SAMPLE, "ft_cot_token_gpt3", "decoder") == " How many? \n\n###\n\n"
+    assert student_label(SAMPLE, "ft_cot_token_gpt3", "decoder") == " \n3 + 4 = 7. \n\n-->\n\n 7 "
+    for template in ("ft_cot_natural", "ft_cot_token_gpt3"):
+        with pytest.raises(LlmftError, match=f"--format {template}: not defined for --model-type encoder_decoder"):
+            check_template(template, "encoder_decoder")
+    check_template("ft_cot_token", "encoder_decoder")
 
 
 def test_default_splits_match_the_reference_files():
@@ -116,3 +135,16 @@ def test_generators_answer_their_own_questions():
     assert 60 < sum(s["answer"] == "yes" for s in coin) < 140
     prompt = few_shot_prompt(coin[:2])
     assert prompt.count("Q: ") == 2 and prompt.endswith(f"The answer is {coin[1]['answer']}.")
+
+
+def test_a_decoder_only_format_for_t5_is_one_error_line(tmp_path):
+    from click.testing import CliRunner
+
+    from llmft.cli import cli
+
+    result = CliRunner().invoke(cli, ["make-data", "cot-teacher", "--task", "coin_flip", "--n", "20", "--format",
+                                      "ft_cot_natural", "--model-type", "encoder_decoder", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --format ft_cot_natural: not defined for --model-type encoder_decoder (decoder students only)"]
+    assert not list(tmp_path.iterdir())  # nothing written

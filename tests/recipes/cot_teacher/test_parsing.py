@@ -72,3 +72,14 @@ def test_score_fields():
     assert scored == {"prediction": "7", "correct": False, "contains_answer": True, "correct_format": True}
     scored = score_completion("multiarith", "3 + 4 = 7", "7", "ft_cot_token")
     assert scored["correct"] and not scored["correct_format"]
+
+
+def test_natural_and_gpt3_parsing():
+    # ft_cot_natural: the Evaluator's prefix has a comma the label lacks, so a student writing the label is
+    # scored on the last candidate (the reference's behaviour, kept).
+    scored = score_completion("multiarith", " 3 + 4 = 7\n\nTherefore the answer is 7 or 8", "7", "ft_cot_natural")
+    assert scored == {"prediction": "8", "correct": False, "contains_answer": True, "correct_format": False}
+    scored = score_completion("multiarith", " 3 + 4 = 7. Therefore, the answer is 7 or 8", "7", "ft_cot_natural")
+    assert scored["prediction"] == "7" and scored["correct"] and scored["correct_format"]
+    scored = score_completion("multiarith", " 3 + 4 = 7\n\n-->\n\n7 or 8", "7", "ft_cot_token_gpt3")
+    assert scored["prediction"] == "7" and scored["correct"] and scored["correct_format"]

@@ -48,6 +48,13 @@ def test_make_data_filters_by_the_teachers_answer(tmp_path):
     assert json.loads((tmp_path / "data" / "dataset.json").read_text())["metadata"] == {"dataset_key": "coin_flip"}
     with pytest.raises(LlmftError, match="needs --teacher"):
         make_student_data(tmp_path / "x", 0, task="coin_flip", n=30)
+    paths = make_student_data(tmp_path / "natural", 0, task="coin_flip", n=30, completions_file=str(teacher),
+                              template="ft_cot_natural")
+    natural = read_jsonl(paths["train"])
+    assert [r["sample_index"] for r in natural] == [r["sample_index"] for r in records]
+    assert natural[0]["prompt"] == f"Q: {sample['question']}\n\nA: Let's think step by step.\n\n"
+    assert natural[0]["completion"] == f" {sample['rationale']}\n\nTherefore the answer is {sample['answer']}"
+    assert read_jsonl(paths["eval"])[0]["template"] == "ft_cot_natural"
     with pytest.raises(LlmftError, match="give --dataset"):
         make_student_data(tmp_path / "x", 0, task="gsm8k", template="ft_token")
 

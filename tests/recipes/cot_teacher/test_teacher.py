@@ -17,8 +17,10 @@ class ScriptedTeacher:
         self.history = [] if history is None else history  # every prompt any teacher was asked
         self.calls = 0
         self.die_after = die_after
+        self.stops = []  # the stop strings of every call
 
     def generate(self, prompts, *, max_new_tokens=64, stop=(), num_beams=1, temperature=0.0, seed=0, top_p=1.0):
+        self.stops.append(stop)
         if self.die_after is not None and self.calls >= self.die_after:
             raise KeyboardInterrupt
         self.calls += 1
@@ -54,6 +56,7 @@ def test_two_steps_and_filtering(tmp_path):
     assert teacher.asked[5] == ("Q: What is 0 + 1?\nA: Let's think step by step."
                                 "Some reasoning [sample 0] at T=0.0.\nTherefore, the answer is")
     assert len(teacher.asked) == 10 and teacher.calls == 6  # 3 batches per step
+    assert teacher.stops == [["END"]] * 6  # the reference sends stop="END" with both steps
     assert load_completions(path) == completions
     assert completions["metadata"]["completion_key"] == "zs_cot"
     records = student_records(completions, [0, 1, 2, 3, 4], samples=1, model_type="decoder")
@@ -126,8 +129,14 @@ def test_http_teacher_filters_and_resumes(tmp_path):
     with OpenAIStub(ScriptedTeacher(answers, history=history), fail_after=9, quiet=0.02) as url:
         with pytest.raises(LlmftError, match="HTTP 400"):
             make_student_data(out, 0, teacher=url, **common)
-    with OpenAIStub(ScriptedTeacher(answers, history=history), quiet=0.02) as url:
+    served = ScriptedTeacher(answers, history=history)
+    with OpenAIStub(served, quiet=0.02) as url:
         paths = make_student_data(out, 0, teacher=url, **common)
+        assert served.stops and all(stop == ["END"] for stop in served.stops)  # the reference's stop="END"
+        unstopped = ScriptedTeacher(answers)
+    with OpenAIStub(unstopped, quiet=0.02) as url:
+        make_student_data(tmp_path / "unstopped", 0, teacher=url, stop=("",), **common)
+        assert unstopped.stops and all(stop == [] for stop in unstopped.stops)  # --stop '' sends none
     assert len(train_idx) == 14
     # 14 questions x 2 samples: 28 rationale + 28 answer requests in all, none repeated.
     assert len(history) == 56 and len({p for p in history if p.endswith("answer is")}) == 28

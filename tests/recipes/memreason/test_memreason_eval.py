@@ -92,6 +92,27 @@ def test_score_by_hand() -> None:
     assert rows[0]["reference_steps"][2] == {"type": "reason", "text": "3 < 4."}
 
 
+def test_prompt_and_generation_reading_is_reported_beside_the_generation() -> None:
+    # The reference read the letter from the decoded prompt + generation: an empty output on a CommonsenseQA
+    # question reads "E" (the last A-E letter of "...<PREFIX_1>"), right when the gold answer is E.
+    raw = [("c#0", {"question": "Question: Where? Options: A.bank B.shop C.park D.road E.yard", "answer": "E",
+                    "split": "test", "cot_steps": []}),
+           ("c#1", {"question": "Question: Who? Options: A.me B.you C.us D.them E.all", "answer": "B",
+                    "split": "test", "cot_steps": []})]
+    chosen = build_records(raw, "commonsenseqa", "tokens", 2, 1, Report())
+    prompts = [r["prompt"] + " <prefix_0> <prefix_1>" for r in chosen]
+    rows = [score_row(r, p, o) for r, p, o in zip(chosen, prompts, ["", " The answer is: B"])]
+    assert [(r["prediction"], r["prediction_with_prompt"]) for r in rows] == [(INVALID, "E"), ("B", "B")]
+    generation = summarize(rows)
+    assert (generation["accuracy"], generation["accuracy_generation"], generation["accuracy_prompt_and_generation"],
+            generation["scored_on"]) == (0.5, 0.5, 1.0, "generation")
+    reference = summarize(rows, score_with_prompt=True)
+    assert (reference["accuracy"], reference["accuracy_generation"], reference["scored_on"]) == (
+        1.0, 0.5, "prompt+generation")
+    assert reference["accuracy_by_kind"] == {"commonsenseqa": 1.0}
+    assert "| 1.000 | prompt+generation |" in compare_table({"run": reference})
+
+
 def test_select_never_repeats_an_item() -> None:
     chosen = select(list(range(1221)), 1200, seed=42)
     assert len(chosen) == len(set(chosen)) == 1200
@@ -121,10 +142,13 @@ def test_evaluate_is_greedy_and_checks_the_tokens(tmp_path: Path, saved_figures:
     (prompts, kwargs), = generator.calls
     assert prompts[0].endswith("\n  <prefix_0>") and kwargs["temperature"] == 0.0
     assert metrics["accuracy"] == 0.5 and metrics["n"] == 2
+    assert metrics["accuracy_prompt_and_generation"] == 0.5 and metrics["scored_on"] == "generation"
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert saved_figures["accuracy.png"]["title"] == f"memreason (tokens) on {path}"
     assert evaluate_memreason(Echo("never asked"), config, section, tmp_path) == metrics  # resumed from results
+    reference = MemreasonConfig(num_prefix_tokens=1, num_special_tokens=1, score_with_prompt=True)
+    assert evaluate_memreason(Echo("never asked"), config, reference, tmp_path)["scored_on"] == "prompt+generation"
     with pytest.raises(LlmftError, match="made with --num-prefix-tokens 1 --num-special-tokens 1"):
         evaluate_memreason(generator, config, MemreasonConfig(num_prefix_tokens=2, num_special_tokens=1), tmp_path)
 

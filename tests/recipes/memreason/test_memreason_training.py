@@ -103,3 +103,17 @@ def test_a_record_made_for_other_tokens_is_a_user_error(tmp_path: Path) -> None:
     config.section.variant = "cot"
     with pytest.raises(LlmftError, match="made with --variant tokens, but memreason.variant = cot"):
         train(config, get_recipe("memreason"), progress=False)
+
+
+def test_reference_pad_id_reaches_the_model(tmp_path: Path) -> None:
+    from llmft.core.model_setup import build_tokenizer
+    from llmft.core.trainer import train
+
+    recipe = get_recipe("memreason")
+    losses = {}
+    for pad in (-1, None):
+        config = memreason_config(tmp_path / str(pad), "full", max_steps=2)
+        space = build_tokenizer(config, recipe).convert_tokens_to_ids(" ")
+        recipe.section(config).reference_pad_id = space if pad is None else pad  # every space hidden
+        losses[pad] = train(config, recipe, progress=False).losses
+    assert losses[-1][0] != pytest.approx(losses[None][0], abs=1e-4)  # the same data, the spaces hidden

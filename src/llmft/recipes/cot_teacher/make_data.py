@@ -13,7 +13,7 @@ from llmft.core.errors import LlmftError
 from llmft.core.jsonl import write_jsonl
 from llmft.core.progress import Progress
 from llmft.recipes.cot_teacher.completions import completion_path, load_completions
-from llmft.recipes.cot_teacher.formats import student_input, student_record
+from llmft.recipes.cot_teacher.formats import COT_TEMPLATES, check_template, student_input, student_record
 from llmft.recipes.cot_teacher.generators import GENERATORS, few_shot_prompt, generate_samples
 from llmft.recipes.cot_teacher.tasks import (
     DATASET_SIZES,
@@ -71,19 +71,20 @@ def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | No
                       size: int = 0, split_file: str | None = None, teacher: str | None = None,
                       teacher_model: str = "", teacher_chat: bool = False, completions_file: str | None = None,
                       samples: int = 1, temperature: float | None = None, max_tokens: int = 128,
-                      batch_size: int = 20, stop: tuple[str, ...] = (), template: str = "ft_cot_token",
+                      batch_size: int = 20, stop: tuple[str, ...] = ("END",), template: str = "ft_cot_token",
                       model_type: str = "decoder", few_shot_prompts: str | None = None) -> dict[str, Path]:
+    check_template(template, model_type)
     dataset = task_dataset(task, dataset_file, source, n, size, seed)
     if not dataset_file:
         save_dataset(dataset, out / "dataset.json")
     train_idx, test_idx = load_split(split_file) if split_file else default_split(task, len(dataset["data"]))
     paths: dict[str, Path] = {}
-    if template == "ft_cot_token":
+    if template in COT_TEMPLATES:
         if samples < 1:
             raise LlmftError(f"--samples must be >= 1, got {samples}")
         settings = TeacherSettings(samples=samples, max_tokens=max_tokens, batch_size=batch_size, seed=seed,
                                    temperature=(0.0 if samples == 1 else 0.7) if temperature is None else temperature,
-                                   stop=tuple(stop))
+                                   stop=tuple(s for s in stop if s))
         if teacher:
             generator, name = teacher_generator(teacher, teacher_model, teacher_chat, batch_size)
             if teacher.startswith(("http://", "https://")):
@@ -101,8 +102,8 @@ def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | No
             if completions["metadata"]["dataset_key"] != task:
                 raise LlmftError(f"--completions {completions_file} is for '{completions['metadata']['dataset_key']}'")
         else:
-            raise LlmftError("--format ft_cot_token needs --teacher (to ask) or --completions (a teacher's file)")
-        train = student_records(completions, train_idx, samples, model_type)
+            raise LlmftError(f"--format {template} needs --teacher (to ask) or --completions (a teacher's file)")
+        train = student_records(completions, train_idx, samples, model_type, template)
         click.echo(f"teacher correct {correct_questions(completions, train_idx, samples)} of {len(train_idx)} "
                    f"questions, kept {len(train)} records", err=True)
         if not train:

@@ -16,6 +16,7 @@ PREDICTION_PREFIXES: dict[str | None, str | None] = {
     "zs_cot": None,
     "ft_cot_natural": "Therefore, the answer is",
     "ft_cot_token": "-->",
+    "ft_cot_token_gpt3": "-->",  # ours: the GPT-3 strings announce the answer with the same arrow
 }
 MATH = ("gsm8k", "addsub", "multiarith", "svamp", "single_eq")
 # Compared as floats (tolerance 1e-6); GSM8K and MultiArith stay strings, so "18.0" != "18" (as the reference).

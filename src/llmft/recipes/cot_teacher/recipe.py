@@ -19,7 +19,8 @@ class CotTeacherConfig:
     """[cot-teacher]: what the student is scored on ("" = what the data.eval records say)."""
 
     task: str = ""
-    # ft_cot_token (prefix "-->"), ft_token (vanilla fine-tune), zs (zero-shot) or fs_cot ("The answer is").
+    # ft_cot_token and ft_cot_token_gpt3 (prefix "-->"), ft_cot_natural ("Therefore, the answer is"), ft_token
+    # (vanilla fine-tune), zs (zero-shot) or fs_cot ("The answer is").
     template: str = ""
     # Also report the best test accuracy over this run's evaluated checkpoints (what the reference's tables report;
     # optimistic because the test set picks the epoch). Evaluate each checkpoint-N/ first, then final/.
@@ -57,9 +58,13 @@ class CotTeacherRecipe(Recipe):
                          help="Teacher temperature for the rationale (default: 0 for one sample, 0.7 for several)."),
             click.Option(["--max-tokens"], type=int, default=128, show_default=True, help="Teacher tokens per step."),
             click.Option(["--batch-size"], type=int, default=20, show_default=True, help="Prompts per teacher call."),
-            click.Option(["--stop"], multiple=True, help="Teacher stop string (the reference's API calls used END)."),
+            click.Option(["--stop"], multiple=True, default=("END",), show_default=True,
+                         help="Teacher stop string, as the reference sends with every request; --stop '' sends none."),
             click.Option(["--format", "template"], type=click.Choice(STUDENT_TEMPLATES), default="ft_cot_token",
-                         show_default=True, help="Student format: Fine-tune-CoT, vanilla fine-tune, zero-shot, few-shot."),
+                         show_default=True,
+                         help="Student format: Fine-tune-CoT (ft_cot_token; ft_cot_natural: \"Therefore the answer "
+                              "is\"; ft_cot_token_gpt3: the paper's GPT-3 strings, unstripped), vanilla fine-tune, "
+                              "zero-shot, few-shot."),
             click.Option(["--model-type"], type=click.Choice(["decoder", "encoder_decoder"]), default="decoder",
                          show_default=True, help="Decoder (GPT-2, Llama) or encoder-decoder (T5) student strings."),
             click.Option(["--few-shot-prompts"], type=click.Path(dir_okay=False), default=None,

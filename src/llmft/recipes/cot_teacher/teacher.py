@@ -29,7 +29,7 @@ class TeacherSettings:
     max_tokens: int = 128
     batch_size: int = 20  # the reference's requests held 20 prompts
     seed: int = 0
-    stop: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ("END",)  # the reference sends stop="END" with every teacher request
     # Requests in flight at once (an endpoint answers one prompt per request); 1 = one generate() per batch.
     concurrency: int = 1
 
@@ -144,8 +144,8 @@ def correct_questions(completions: dict[str, Any], train_indices: Sequence[int],
 
 
 def student_records(completions: dict[str, Any], train_indices: Sequence[int], samples: int,
-                    model_type: ModelType) -> list[dict[str, Any]]:
-    """Fine-tune-CoT training records: every correct teacher sample among the first `samples` per question,
-    formatted `ft_cot_token` (rationale = the teacher's step-1 text, answer = the gold answer)."""
+                    model_type: ModelType, template: str = "ft_cot_token") -> list[dict[str, Any]]:
+    """Fine-tune-CoT training records: every correct teacher sample among the first `samples` per question, in
+    a CoT template (rationale = the teacher's step-1 text, answer = the gold answer)."""
     kept = select_samples(completions, train_indices, list(range(samples)), only_correct=True)
-    return [student_record(sample, "ft_cot_token", model_type) for sample in kept]
+    return [student_record(sample, template, model_type) for sample in kept]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmft.core.errors import LlmftError
-from llmft.recipes.memreason.tokens import TAGS, token_text
+from llmft.recipes.memreason.tokens import TAGS, absorb_space_before_tokens, token_text
 
 DATASETS = ("strategyqa", "commonsenseqa", "truthfulqa")
 VARIANTS = ("tokens", "cot", "answer-only")
@@ -98,9 +98,11 @@ def target_text(steps: Sequence[str], types: Sequence[str], answer: str, variant
     return y + " The answer is: " + answer + "\n"
 
 
-def eval_prompt(prompt: str, variant: str, num_prefix: int) -> str:
-    """Test-time prompt: the planning-token variant appends the prefix tokens (as the reference)."""
-    return prompt + (token_text(num_prefix, 0)["prefix"] if variant == "tokens" else "")
+def eval_prompt(prompt: str, variant: str, num_prefix: int, absorb_space: bool = False) -> str:
+    """Test-time prompt: the planning-token variant appends the prefix tokens (as the reference); with
+    `absorb_space` the space before each goes, as the reference's Llama-2 tokenizer took it into the token."""
+    text = prompt + (token_text(num_prefix, 0)["prefix"] if variant == "tokens" else "")
+    return absorb_space_before_tokens(text) if absorb_space else text
 
 
 def build_records(rows: Iterable[tuple[str, dict]], dataset: str, variant: str, num_prefix: int,

@@ -4,6 +4,9 @@ StrategyQA: `The answer is: (\\-?[0-9\\.\\,]+|true|false)` (case-insensitive sea
 commas removed), so "true" never equals "True". CommonsenseQA (A-E) / TruthfulQA (A-N): the first letter after
 the last "The answer is:", upper-cased; with no such phrase, the last letter anywhere in the upper-cased text.
 A prediction is correct when it equals the same extraction applied to the gold completion (is_correct).
+The reference read the answer from the decoded prompt + generation; every row also carries that reading
+(`prediction_with_prompt`): with no "The answer is:" generated, a letter then comes from the prompt (an empty
+output on a CommonsenseQA question ends "<PREFIX_1>" upper-cased, so it reads as E).
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ def score_row(record: dict, prompt: str, output: str) -> dict:
     """One result row: extracted answer, generated steps with their types, agreement with the tags."""
     rule = answer_rule(record)
     prediction = extract_answer(output, rule)
+    with_prompt = extract_answer(prompt + output, rule)
     gold = extract_answer(record["completion"], rule)
     # The prefix tokens that end the prompt open the first step.
     opening = prompt[len(record["prompt"]):] if prompt.startswith(record["prompt"]) else ""
@@ -103,22 +107,28 @@ def score_row(record: dict, prompt: str, output: str) -> dict:
     agreement = None if record["variant"] == "answer-only" else type_agreement(
         [s["type"] for s in steps], [s["tag"] for s in record["steps"]])
     return {"question": record["question"], "answer": record["answer"], "prediction": prediction,
-            "correct": prediction == gold and gold != INVALID, "kind": record.get("kind") or rule,
+            "correct": prediction == gold and gold != INVALID, "prediction_with_prompt": with_prompt,
+            "correct_with_prompt": with_prompt == gold and gold != INVALID, "kind": record.get("kind") or rule,
             "chance": chance(record), "generated": output, "steps": steps,
             "reference_steps": [{"type": s["tag"], "text": s["text"]} for s in record["steps"]],
             "type_agreement": agreement}
 
 
-def summarize(rows: list[dict]) -> dict[str, Any]:
-    """Accuracy, invalid answers, chance, accuracy by kind; step-type agreement (matching positions over the
-    longer of generated and reference lists, summed over rows) and the share of rows that match exactly."""
+def summarize(rows: list[dict], score_with_prompt: bool = False) -> dict[str, Any]:
+    """Accuracy (from the generation, or with `score_with_prompt` from prompt + generation as the reference),
+    both readings' accuracies, invalid answers, chance, accuracy by kind; step-type agreement (matching positions
+    over the longer of generated and reference lists, summed over rows) and the share of rows that match exactly."""
     n = len(rows)
+    counted = "correct_with_prompt" if score_with_prompt else "correct"
     by_kind: dict[str, list[int]] = {}
     for row in rows:
-        by_kind.setdefault(row["kind"], []).append(int(row["correct"]))
+        by_kind.setdefault(row["kind"], []).append(int(row[counted]))
     metrics: dict[str, Any] = {
         "n": n,
-        "accuracy": sum(r["correct"] for r in rows) / max(n, 1),
+        "accuracy": sum(r[counted] for r in rows) / max(n, 1),
+        "accuracy_generation": sum(r["correct"] for r in rows) / max(n, 1),
+        "accuracy_prompt_and_generation": sum(r["correct_with_prompt"] for r in rows) / max(n, 1),
+        "scored_on": "prompt+generation" if score_with_prompt else "generation",
         "invalid": sum(r["prediction"] == INVALID for r in rows),
         "chance": sum(r["chance"] for r in rows) / max(n, 1),
         "accuracy_by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
@@ -146,13 +156,13 @@ def evaluate_memreason(generator: Any, config: Any, section: Any, eval_dir: Path
     for line, record in enumerate(records, 1):
         check_record(record, section, f"data.eval: {config.data.eval}: line {line}")
     indices = select(records, config.eval.max_examples, config.eval.seed)
-    prompts = {i: eval_prompt(records[i]["prompt"], records[i]["variant"], records[i].get("num_prefix_tokens", 0))
-               for i in indices}
+    prompts = {i: eval_prompt(records[i]["prompt"], records[i]["variant"], records[i].get("num_prefix_tokens", 0),
+                              section.absorb_space_before_token) for i in indices}
     sampling = Sampling.from_eval(config.eval)
     rows = evaluate_batched(eval_dir / runs.RESULTS_NAME, indices, chunk,
                             lambda batch: generator.generate([prompts[i] for i in batch], **sampling.kwargs()),
                             lambda i, output: score_row(records[i], prompts[i], output))
-    metrics = summarize(rows)
+    metrics = summarize(rows, section.score_with_prompt)
     metrics["variant"] = records[indices[0]]["variant"]
     metrics["temperature"] = config.eval.temperature
     metrics["report_best_on_test"] = section.report_best_on_test
@@ -186,11 +196,12 @@ def check_record(record: dict, section: Any, where: str) -> None:
 
 def compare_table(metrics_by_run: dict[str, dict]) -> str:
     """Markdown table of accuracy per run; the best run on the test split only when every run asked for it."""
-    lines = ["| run | variant | accuracy | chance | step-type agreement | n |", "|---|---|---|---|---|---|"]
+    lines = ["| run | variant | accuracy | scored on | chance | step-type agreement | n |",
+             "|---|---|---|---|---|---|---|"]
     for name, m in metrics_by_run.items():
         agreement = m.get("step_type_agreement")
-        lines.append(f"| {name} | {m.get('variant', '')} | {m['accuracy']:.3f} | {m.get('chance', 0):.3f} | "
-                     f"{'' if agreement is None else f'{agreement:.3f}'} | {m.get('n', '')} |")
+        lines.append(f"| {name} | {m.get('variant', '')} | {m['accuracy']:.3f} | {m.get('scored_on', '')} | "
+                     f"{m.get('chance', 0):.3f} | {'' if agreement is None else f'{agreement:.3f}'} | {m.get('n', '')} |")
     if metrics_by_run and all(m.get("report_best_on_test") for m in metrics_by_run.values()):
         best = max(metrics_by_run, key=lambda k: metrics_by_run[k]["accuracy"])
         lines += ["", f"BEST CHECKPOINT SELECTED ON THE TEST SPLIT (as the reference's README reports; optimistic, "

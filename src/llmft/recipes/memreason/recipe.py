@@ -28,9 +28,20 @@ class MemreasonConfig:
     # The reference masks len(prompt) - 1 tokens, so the prompt's last token is trained (an off-by-one).
     # true reproduces it; false masks the whole prompt.
     loss_on_last_prompt_token: bool = True
+    # true: the reference's Llama-2 token ids (its tokenizer took the space before each planning token into the
+    # token), in training and in evaluation and serving prompts; for sentencepiece-style tokenizers (Llama-2).
+    # false: the text as the tokenizer encodes it, which are the reference's ids for byte-level ones (Llama-3, Qwen).
+    absorb_space_before_token: bool = False
+    # The reference padded with id 0 where the tokenizer had no pad token (Llama-2: <unk>; Llama-3: "!") and its
+    # collator hid every token with that id from attention, a real "!" too; each one in the prompt also shortened
+    # the masked span by one. 0 reproduces that (needs data.packing = "none"); -1: no token is hidden.
+    reference_pad_id: int = -1
     # `llmft eval` on several checkpoints: name the best one ON THE TEST SPLIT, labelled as such (what the
     # reference's README reports). Off by default: it is an optimistic, selected-on-test figure.
     report_best_on_test: bool = False
+    # true: `accuracy` reads the answer from prompt + generation, as the reference did (a CommonsenseQA or
+    # TruthfulQA output with no "The answer is:" takes the prompt's last letter). Both figures are always reported.
+    score_with_prompt: bool = False
 
 
 class MemreasonRecipe(Recipe):
@@ -120,8 +131,12 @@ class MemreasonRecipe(Recipe):
             return None
         section = self.section(config)
         check_record(record, section, f"data.train: {record.get('source', 'a record')}")
+        if section.reference_pad_id >= 0 and config.data.packing == "rows":
+            raise LlmftError('memreason.reference_pad_id hides tokens from attention: set data.packing = "none" '
+                             "(the reference trained one example per row)")
         return tokenize_reference(tokenizer, record["prompt"], record["completion"], config.data.max_length,
-                                  section.loss_on_last_prompt_token)
+                                  section.loss_on_last_prompt_token, section.absorb_space_before_token,
+                                  section.reference_pad_id)
 
     def evaluate(self, generator: Any, config: Any, eval_dir: Path, **options: Any) -> dict:
         from llmft.recipes.memreason.evaluate import evaluate_memreason
@@ -136,11 +151,13 @@ class MemreasonRecipe(Recipe):
         planning tokens, and `extra.steps` lists each generated step with its type (memory / reason)."""
         from llmft.core.generation import Decoded
         from llmft.recipes.memreason.evaluate import parse_steps
-        from llmft.recipes.memreason.tokens import token_text
+        from llmft.recipes.memreason.tokens import absorb_space_before_tokens, token_text
 
         section = self.section(config)
         opening = token_text(section.num_prefix_tokens, 0)["prefix"] if section.variant == "tokens" else ""
         full = [p if p.endswith(opening) else p + opening for p in prompts]
+        if section.absorb_space_before_token:
+            full = [absorb_space_before_tokens(p) for p in full]
         outputs = generator.generate(full, **sampling.kwargs())
         return [Decoded(text, {"steps": parse_steps(opening + text, section.variant)}) for text in outputs]
 

@@ -6,12 +6,14 @@ one space. New rows start as copies of the rows of the literal word ("prefix", "
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # The reference's order: prefix, then answer, assignment, then the step-type predictor's vocabulary.
 KINDS = ("prefix", "answer", "assignment", "reason", "memory")
 # Reference tag -> step type (its StepType.predict: "[rag]" is memory).
 TAGS = {"rag": "memory", "reason": "reason"}
+PLANNING_TOKEN = re.compile(r"(<(?:" + "|".join(KINDS) + r")_\d+>)")
 
 
 def kinds(num_special: int) -> tuple[str, ...]:
@@ -48,3 +50,9 @@ def init_sources(tokenizer: Any, num_prefix: int, num_special: int) -> dict[str,
         for name in names:
             sources[name] = ids
     return sources
+
+
+def absorb_space_before_tokens(text: str) -> str:
+    """The text without the one space before each planning token, which the reference's Llama-2 tokenizer
+    matched as part of the token (a prompt ending in planning tokens then encodes to the reference's ids)."""
+    return re.sub(" " + PLANNING_TOKEN.pattern, r"\1", text)
