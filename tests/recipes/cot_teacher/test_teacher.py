@@ -161,7 +161,7 @@ def test_make_data_command_reports_the_teacher_and_fails_clean(tmp_path):
     from llmft.recipes.cot_teacher.make_data import make_student_data
     from llmft.recipes.cot_teacher.tasks import default_split, load_dataset
 
-    from .openai_stub import OpenAIStub
+    from tests.openai_stub import OpenAIStub
 
     scratch = tmp_path / "scratch"
     make_student_data(scratch, 0, task="multiarith", n=20, template="ft_token")
