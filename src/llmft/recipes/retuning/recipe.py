@@ -7,10 +7,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import click
 
+from llmft.core.bounds import Range, at_least
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import write_jsonl
 from llmft.recipes.base import Recipe
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 @dataclass
 class RetuningConfig:
     """[retuning]: the task and format the run trains on, and the recursion limit at evaluation."""
+
+    BOUNDS: ClassVar[dict[str, Range]] = {"max_size": at_least(0), "max_depth": at_least(0)}
 
     task: Literal["addition", "parity", "dp"] = "addition"
     format: Literal["recursive", "scratchpad", "baseline"] = "recursive"
@@ -45,6 +48,8 @@ class RetuningRecipe(Recipe):
                "--no-resample --show 1")
     summary = "Re-Tuning (Pasewark et al. 2024): recursive addition, parity and DP; accuracy by size."
     config_section = RetuningConfig
+    option_bounds = {"min_size": at_least(0), "max_size": at_least(0), "eval_max_size": at_least(0), "n": at_least(0),
+                     "eval_n": at_least(1)}
 
     def make_data_params(self) -> list[click.Parameter]:
         return _make_data_options()
@@ -61,8 +66,6 @@ class RetuningRecipe(Recipe):
         if eval_max_size < max_size:
             raise LlmftError(f"make-data retuning: --eval-max-size ({eval_max_size}) must be >= --max-size "
                              f"({max_size})")
-        if n < 0 or eval_n < 1:
-            raise LlmftError(f"make-data retuning: --n must be >= 0 and --eval-n >= 1, got {n} and {eval_n}")
         if not n and (min_size, max_size) == (low, high) and resample:
             click.echo(f"make-data retuning: no --n, so this writes the reference's full GPU-size {task} set "
                        f"({FULL_SET_NOTE.get(task, 'every problem')}); for a CPU run pass e.g. "
