@@ -69,9 +69,11 @@ def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | No
                       model_type: str = "decoder", few_shot_prompts: str | None = None,
                       request_deadline: float = 300.0) -> dict[str, Path]:
     dataset = task_dataset(task, dataset_file, source, n, size, seed)
+    train_idx, test_idx = load_split(split_file) if split_file else default_split(task, len(dataset["data"]))
+    select(dataset, train_idx + test_idx)  # every index in range before anything is written
+    exemplars = _few_shot(task, few_shot_prompts, select(dataset, train_idx)) if template == "fs_cot" else ""
     if not dataset_file:
         save_dataset(dataset, out / "dataset.json")
-    train_idx, test_idx = load_split(split_file) if split_file else default_split(task, len(dataset["data"]))
     paths: dict[str, Path] = {}
     if template == "ft_cot_token":
         settings = TeacherSettings(samples=samples, max_tokens=max_tokens, batch_size=batch_size, seed=seed,
@@ -105,7 +107,6 @@ def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | No
     elif template == "ft_token":
         train = [student_record(s, "ft_token", model_type) for s in select(dataset, train_idx)]
         paths["train"] = write_jsonl(out / "train.jsonl", [dict(r, task=task) for r in train])
-    exemplars = _few_shot(task, few_shot_prompts, select(dataset, train_idx)) if template == "fs_cot" else ""
     held_out = [{"prompt": student_input(s, template, model_type, exemplars), "answer": s["answer"],
                  "sample_index": s["sample_index"], "task": task, "template": template}
                 for s in select(dataset, test_idx)]
