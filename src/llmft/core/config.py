@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from llmft.core.bounds import Range, above, at_least, between, out_of_range
 from llmft.core.errors import LlmftError, did_you_mean
+from llmft.core.runs import run_of_saved_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -276,7 +277,11 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         raise LlmftError(f"{path}: malformed TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise LlmftError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    return config_from_dict(raw, overrides, source=str(path), section_types=section_types)
+    config = config_from_dict(raw, overrides, source=str(path), section_types=section_types)
+    run = run_of_saved_config(path)
+    if run is not None and not any(item.split("=", 1)[0].strip() == "train.output_dir" for item in overrides):
+        config.train.output_dir = str(run)  # where the run lives now, not where it was trained (a moved run)
+    return config
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "",

@@ -104,8 +104,9 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from llmft.core.bottleneck import is_bottleneck_folder
     from llmft.core.generation import HFGenerator
-    from llmft.core.inference import is_adapter
+    from llmft.core.inference import is_adapter, load_for_inference
     from llmft.core.models import load_pretrained, resize_embeddings
     from llmft.core.positions import digit_alignment
 
@@ -116,9 +117,14 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
         if tokenizer.get_vocab() != tokenizers[0].get_vocab():
             raise LlmftError(f"--adapter {folder}: its tokenizer differs from {first_name}'s (other tokens); "
                              "adapters on one base must share the tokenizer")
-    if not is_adapter(first_folder):
-        model = AutoModelForCausalLM.from_pretrained(first_folder, dtype="auto")
+    if is_bottleneck_folder(first_folder) or any(is_bottleneck_folder(folder) for _, folder, _, _ in entries[1:]):
+        if len(entries) > 1:
+            raise LlmftError("--adapter: a bottleneck run is served alone (its adapters sit inside its own copy of the base)")
+        _, _, model = load_for_inference(first_folder)
         adapters: list[str | None] = [None]
+    elif not is_adapter(first_folder):
+        model = AutoModelForCausalLM.from_pretrained(first_folder, dtype="auto")
+        adapters = [None]
     else:
         quantize = first_config.adapter.method == "qlora"
         model = load_pretrained(base, first_config, quantize_4bit=quantize)
