@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # Every file and folder name of a run folder, defined once.
-#   runs/<name>/ {llmft.toml, metrics.jsonl, tokenizer/, base-model/, tb/, checkpoint-N/, final/, eval/}
+#   runs/<name>/ {llmft.toml, metrics.jsonl, tokenizer/, base-model/, tb/, checkpoint-N/, final/, eval/, estimate/}
 #   checkpoint-N/ {adapter or model files, tokenizer, llmft.toml, trainable.safetensors, optimizer.pt,
 #                  trainer_state.json, rng-<rank>.pt}
 CONFIG_NAME = "llmft.toml"
@@ -23,6 +23,7 @@ TOKENIZER_DIR = "tokenizer"  # the run's tokenizer, built once and reused on --r
 BASE_MODEL_DIR = "base-model"  # the random-init (tiny) or init_from-merged base an adapter sits on
 TENSORBOARD_DIR = "tb"
 EVAL_DIR = "eval"
+ESTIMATE_DIR = "estimate"  # llmft estimate's reports and gradient caches
 TRAINABLE_NAME = "trainable.safetensors"
 OPTIMIZER_NAME = "optimizer.pt"
 TRAINER_STATE_NAME = "trainer_state.json"
