@@ -4,7 +4,7 @@ Eight small string tasks are the groups. A meta-initialisation is trained on all
 in full, then a LoRA on top: the reference's multitask-LoRA meta-init), with the core trainer. Then for the same
 random subsets (half of the tasks each):
   estimate  = per-example gradients at theta* once (cached), then per subset a logistic regression and one
-              evaluation of theta* + delta (llmft.core.estimate);
+              evaluation of theta* + delta (llmft.estimate.gradex);
   fine-tune = AdamW on the same LoRA parameters from theta*, `--epochs` over the subset, then the same evaluation.
 Both report the mean per-example loss on one target task's held-out data (`--target`, default shift2; '' = the
 mixture of all eight tasks). The scale is the reference's default 0.05, or fitted on pilot subsets drawn
@@ -169,7 +169,9 @@ def main() -> None:
 
     from llmft.core.config import EstimateConfig
     from llmft.core.data import load_examples
-    from llmft.core.estimate import (
+    from llmft.core.inference import load_for_inference
+    from llmft.core.jsonl import read_jsonl
+    from llmft.estimate.gradex import (
         cached_gradients,
         estimate_subsets,
         first_order_error,
@@ -178,9 +180,7 @@ def main() -> None:
         scaled_update,
         subset_update,
     )
-    from llmft.core.gradients import Projection, estimate_parameters
-    from llmft.core.inference import load_for_inference
-    from llmft.core.jsonl import read_jsonl
+    from llmft.estimate.gradients import Projection, estimate_parameters
 
     torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="llmft-estimate-"))

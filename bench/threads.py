@@ -1,5 +1,5 @@
 """Torch threads on a busy machine: llmft training at 1 thread, 2 threads with OpenMP's active (spinning) wait,
-2 threads with a passive wait, and llmft's default (core/threads.py: the wait policy chosen from how busy the
+2 threads with a passive wait, and llmft's default (threads.py: the wait policy chosen from how busy the
 machine is at launch), each on an idle machine and beside a competing CPU-bound process.
 
 Baseline: the best setting of each condition; the table gives each setting as a share of it.
@@ -75,7 +75,7 @@ def main() -> None:
 def run_one(plan: dict) -> dict:
     policy = "given"
     if plan["choose"]:  # as `llmft train` does, before torch loads
-        from llmft.core.threads import set_wait_policy
+        from llmft.threads import set_wait_policy
 
         policy = set_wait_policy().lower()
     from llmft.core.trainer import train

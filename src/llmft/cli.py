@@ -83,7 +83,7 @@ def cli(verbose: bool) -> None:
     llmft export --adapter runs/retuning-addition-tiny/final --out exported/retuning-addition-tiny
     llmft recipes
     """
-    from llmft.core.quiet import quiet_libraries
+    from llmft.quiet import quiet_libraries
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet_libraries(verbose)
@@ -115,9 +115,9 @@ _register()
 def main() -> None:
     """Console-script entry point."""
     # OpenMP's wait policy is read when torch loads, so it is set first: spinning (ACTIVE) when the machine is
-    # idle at launch, sleeping (PASSIVE) beside other jobs, the user's OMP_WAIT_POLICY if set (core/threads.py).
+    # idle at launch, sleeping (PASSIVE) beside other jobs, the user's OMP_WAIT_POLICY if set (threads.py).
     if next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "") == "train":
-        from llmft.core.threads import set_wait_policy
+        from llmft.threads import set_wait_policy
 
         set_wait_policy()
     else:

@@ -89,7 +89,7 @@ def test_a_moved_run_exports_and_serves(moved, tmp_path):
     from fastapi.testclient import TestClient
 
     from llmft.commands.serve import served_models
-    from llmft.core.server import create_app
+    from llmft.serve.app import create_app
 
     invoke("export", "--adapter", moved["b"] / "final", "--out", tmp_path / "exported")
     assert (tmp_path / "exported" / "config.json").is_file()
@@ -105,7 +105,7 @@ def test_a_bottleneck_run_serves_as_it_evaluates(tmp_path, caesar_data):
     from llmft.commands.serve import served_models
     from llmft.core.generation import HFGenerator
     from llmft.core.inference import load_for_inference
-    from llmft.core.server import create_app
+    from llmft.serve.app import create_app
 
     train_file, _ = caesar_data
     train_run(tiny_config(tmp_path, train_file, adapter={"method": "bottleneck", "reduction_factor": 4},

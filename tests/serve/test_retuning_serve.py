@@ -8,11 +8,12 @@ import pytest
 
 from llmft.commands.serve import recipe_decoder
 from llmft.core.generation import Sampling
-from llmft.core.server import ServedModel, create_app
 from llmft.core.tokenizers import train_tokenizer
 from llmft.recipes.base import get_recipe, recipe_config
 from llmft.recipes.retuning.data import addition_recursive_examples
 from llmft.recipes.retuning.decode import serving_prompt
+from llmft.serve.app import create_app
+from llmft.serve.served import ServedModel
 
 from .conftest import client, serving
 

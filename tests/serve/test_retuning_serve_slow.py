@@ -8,8 +8,8 @@ import random
 import pytest
 
 from llmft.commands.serve import served_models
-from llmft.core.server import create_app
 from llmft.recipes.base import get_recipe, recipe_config
+from llmft.serve.app import create_app
 
 from ..conftest import train_run
 from .conftest import client, serving

@@ -21,8 +21,8 @@ from llmft.commands.serve import served_models
 from llmft.core.errors import LlmftError
 from llmft.core.generation import HFGenerator
 from llmft.core.inference import load_for_inference
-from llmft.core.server import create_app
-from llmft.core.serving import load_runs
+from llmft.serve.app import create_app
+from llmft.serve.backends import load_runs
 
 from .conftest import client, serving
 

@@ -10,11 +10,13 @@ import httpx
 import openai
 import pytest
 
-from llmft.core.batching import Batcher
 from llmft.core.errors import LlmftError
 from llmft.core.generation import Decoded, Sampling
-from llmft.core.server import ServedModel, create_app, stream_pieces
 from llmft.core.tokenizers import train_tokenizer
+from llmft.serve.app import create_app
+from llmft.serve.batching import Batcher
+from llmft.serve.routes import stream_pieces
+from llmft.serve.served import ServedModel
 
 from .conftest import client, serving
 

@@ -23,8 +23,8 @@ def estimate_command(folder: str, out: str | None, overrides: tuple[str, ...]) -
     from pathlib import Path
 
     from llmft.core import runs
-    from llmft.core.estimate_run import run_estimate
     from llmft.core.inference import read_run_config
+    from llmft.estimate.run import run_estimate
     from llmft.recipes.base import load_recipe_config
 
     read_run_config(folder)  # a clear error for a missing or foreign folder

@@ -32,7 +32,7 @@ def serve_command(specs: tuple[str, ...], host: str, port: int, api_key: str | N
     llmft serve --adapter runs/retuning-addition-tiny/final
     llmft serve --adapter a=runs/sft-a/final --adapter b=runs/sft-b/final --api-key secret
     """
-    from llmft.core.server import create_app, require_serve_deps
+    from llmft.serve.app import create_app, require_serve_deps
 
     require_serve_deps()
     if host not in LOOPBACK and not api_key:
@@ -48,9 +48,9 @@ def serve_command(specs: tuple[str, ...], host: str, port: int, api_key: str | N
 def served_models(specs: tuple[str, ...] | list[str], backend: str = "hf", max_batch: int = 32) -> list[Any]:
     """Load the run folders and wire each one's recipe `decode` into a ServedModel."""
     from llmft.core.generation import Sampling
-    from llmft.core.server import ServedModel
-    from llmft.core.serving import context_length, load_runs, load_vllm_runs
     from llmft.recipes.base import get_recipe, section_types
+    from llmft.serve.backends import context_length, load_runs, load_vllm_runs
+    from llmft.serve.served import ServedModel
 
     load = load_vllm_runs if backend == "vllm" else load_runs
     models = []
@@ -69,14 +69,11 @@ def served_models(specs: tuple[str, ...] | list[str], backend: str = "hf", max_b
 
 def recipe_decoder(recipe: Any, generator: Any, config: Any) -> Any:
     """decode(prompts, sampling, options) over the recipe's `decode`; an `llmft` options object sent to a
-    recipe that keeps the default decode (which reads none) is a one-line error."""
+    recipe whose decode reads none is a one-line error."""
     from llmft.core.errors import LlmftError
-    from llmft.recipes.base import Recipe
-
-    reads_options = type(recipe).decode is not Recipe.decode
 
     def decode(prompts: list[str], sampling: Any, options: dict) -> list[Any]:
-        if options and not reads_options:
+        if options and not recipe.decode_options:
             raise LlmftError(f"the {recipe.name} recipe reads no llmft options, got: {', '.join(sorted(options))}")
         return recipe.decode(generator, prompts, config, sampling, **options)
 

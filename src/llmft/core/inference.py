@@ -96,7 +96,7 @@ def build_generator(folder: Path, config: Config) -> Any:
         if uses_digit_positions(config):
             raise LlmftError(f"{folder}: a model with digit-aligned positions (model.tiny.positions = 'digits') "
                              "needs llmft's own decoding; use eval.backend = 'hf'")
-        from llmft.core.vllm_backend import VLLMGenerator, require_vllm
+        from llmft.core.vllm_backend import open_vllm, require_vllm
 
         require_vllm()
         if not cuda_available():
@@ -104,9 +104,9 @@ def build_generator(folder: Path, config: Config) -> Any:
         if is_bottleneck_folder(folder):
             raise LlmftError(f"{folder}: vLLM cannot run bottleneck adapters; use eval.backend = 'hf'")
         if is_adapter(folder):
-            return VLLMGenerator(base_model_path(folder, config), str(folder), max_lora_rank=config.adapter.r,
-                                 tokenizer_path=str(folder))
-        return VLLMGenerator(str(folder), None)
+            return open_vllm(base_model_path(folder, config), str(folder), max_lora_rank=config.adapter.r,
+                             tokenizer_path=str(folder))
+        return open_vllm(str(folder), None)
     from llmft.core.generation import HFGenerator
     from llmft.core.positions import digit_alignment
 

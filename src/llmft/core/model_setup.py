@@ -181,7 +181,7 @@ def setup_model(config: Config, tokenizer: Any, new_ids: list[int], main: bool,
 
 
 def cpu_threads() -> str:
-    """Torch's CPU threads and OpenMP's wait policy (core/threads.py chose it at launch), for the run's first line."""
+    """Torch's CPU threads and OpenMP's wait policy (threads.py chose it at launch), for the run's first line."""
     import torch
 
     policy = os.environ.get("OMP_WAIT_POLICY", "").lower() or "default"

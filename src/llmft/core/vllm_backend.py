@@ -48,41 +48,39 @@ def check_adapter_servable(adapter_dir: Path) -> None:
 
 
 class VLLMGenerator:
-    """Generator over `vllm.LLM(..., enable_lora=True)`; every request carries the same `LoRARequest`."""
+    """Generator over a `vllm.LLM`; every prompt carries `lora` (a `LoRARequest`, or None for the base)."""
 
-    def __init__(self, model_path: str, adapter_dir: str | None, max_lora_rank: int = 64,
-                 tokenizer_path: str | None = None, gpu_memory_utilization: float = 0.85):
-        vllm = require_vllm()
-        self._vllm = vllm
-        kwargs: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization}
-        if tokenizer_path:
-            kwargs["tokenizer"] = tokenizer_path
-        if adapter_dir:
-            check_adapter_servable(Path(adapter_dir))
-            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank_for(max_lora_rank))
-        self.llm = vllm.LLM(model=model_path, **kwargs)
-        self.tokenizer = self.llm.get_tokenizer()
-        self.lora = None
-        if adapter_dir:
-            from vllm.lora.request import LoRARequest
+    def __init__(self, llm: Any, lora: Any = None):
+        self._sampling_params = require_vllm().SamplingParams
+        self.llm, self.lora = llm, lora
+        self.tokenizer = llm.get_tokenizer()
+        self.model = self  # serve's context_length reads max_model_len from here
+        engine = llm.llm_engine
+        model_config = getattr(engine, "model_config", None) or engine.vllm_config.model_config
+        self.max_model_len = model_config.max_model_len
 
-            self.lora = LoRARequest("llmft", 1, str(adapter_dir))
-
-    def generate(
-        self,
-        prompts: Sequence[str],
-        *,
-        max_new_tokens: int = 64,
-        stop: Sequence[str] = (),
-        num_beams: int = 1,
-        temperature: float = 0.0,
-        seed: int = 0,
-        top_p: float = 1.0,
-    ) -> list[str]:
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 64, stop: Sequence[str] = (),
+                 num_beams: int = 1, temperature: float = 0.0, seed: int = 0, top_p: float = 1.0) -> list[str]:
         if num_beams > 1:
-            raise LlmftError("eval.num_beams > 1 is not supported by the vLLM backend; use eval.backend = 'hf'")
-        params = self._vllm.SamplingParams(
-            max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=list(stop) or None
-        )
+            raise LlmftError("num_beams > 1 is not supported by the vLLM backend; use the hf backend")
+        params = self._sampling_params(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                       seed=seed, stop=list(stop) or None)
         outputs = self.llm.generate(list(prompts), params, lora_request=self.lora, use_tqdm=False)
         return [out.outputs[0].text for out in outputs]
+
+
+def open_vllm(model_path: str, adapter_dir: str | None, max_lora_rank: int = 64, tokenizer_path: str | None = None,
+              gpu_memory_utilization: float = 0.85) -> VLLMGenerator:
+    """One model (and at most one LoRA adapter) in vLLM, for evaluation."""
+    vllm = require_vllm()
+    kwargs: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization}
+    if tokenizer_path:
+        kwargs["tokenizer"] = tokenizer_path
+    lora = None
+    if adapter_dir:
+        from vllm.lora.request import LoRARequest
+
+        check_adapter_servable(Path(adapter_dir))
+        kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank_for(max_lora_rank))
+        lora = LoRARequest("llmft", 1, str(adapter_dir))
+    return VLLMGenerator(vllm.LLM(model=model_path, **kwargs), lora)

@@ -33,6 +33,7 @@ class Recipe(Protocol):
     example: str = ""  # a `llmft make-data <name> ...` line that works offline (the sub-command's --help)
     config_section: type | None = None  # dataclass of the recipe's own TOML section `[<name>]`
     option_bounds: dict[str, Range] = {}  # ranges of the make-data options, by parameter name
+    decode_options: bool = False  # whether `decode` reads request options (serve's `llmft` field)
 
     def make_data_params(self) -> list[click.Parameter]:
         """Extra options of `llmft make-data <name>` (`--out`, `--seed`, `--show` are added by the CLI)."""

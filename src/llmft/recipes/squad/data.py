@@ -208,7 +208,7 @@ def load_splits(source: str, test_source: str = "", split_seed: int = SPLIT_SEED
     an official JSON file), which then only gives train/val; test_source supplies (or replaces) the test split.
     """
     if source == "hub":
-        from llmft.core.hub import load_hub_dataset
+        from llmft.recipes.squad.hub import load_hub_dataset
 
         splits = dict(load_hub_dataset(HUB_NAME, what="make-data squad --source hub").items())
     else:

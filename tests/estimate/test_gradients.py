@@ -3,14 +3,14 @@ import torch
 
 from llmft.core.bottleneck import BottleneckSpec, add_bottlenecks
 from llmft.core.data import IGNORE, TokenizedExample
-from llmft.core.gradients import (
+from llmft.estimate.gradients import (
     Projection,
     estimate_parameters,
     gold_logit_outputs,
     outputs_and_projected_gradients,
 )
 
-from .test_bottleneck import tiny_llama
+from ..core.test_bottleneck import tiny_llama
 
 
 def examples() -> list[TokenizedExample]:

@@ -1,4 +1,4 @@
-"""`llmft estimate` around the GradEx algorithm (core/estimate.py): load the meta-initialisation and the data,
+"""`llmft estimate` around the GradEx algorithm (estimate/gradex.py): load the meta-initialisation and the data,
 cache the gradients, estimate every subset, compare with real fine-tunes, write estimate.json and table.txt."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from llmft.core import runs
 from llmft.core.config import Config, EstimateConfig
 from llmft.core.data import TokenizedExample
 from llmft.core.errors import LlmftError
-from llmft.core.estimate import (
+from llmft.estimate.gradex import (
     cached_gradients,
     estimate_subsets,
     first_order_error,
@@ -22,7 +22,7 @@ from llmft.core.estimate import (
     mean_loss,
     sample_subsets,
 )
-from llmft.core.gradients import Projection
+from llmft.estimate.gradients import Projection
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -131,9 +131,9 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
     """The estimate for a meta-initialisation run folder as `config.estimate` says; writes estimate.json and
     table.txt under `out` (default: beside the run's eval folders) and returns (report, out)."""
     from llmft.core.data import load_examples
-    from llmft.core.gradients import estimate_parameters
     from llmft.core.inference import load_for_inference
     from llmft.core.jsonl import read_jsonl
+    from llmft.estimate.gradients import estimate_parameters
 
     folder = Path(folder)
     settings = config.estimate

@@ -117,29 +117,30 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
         if tokenizer.get_vocab() != tokenizers[0].get_vocab():
             raise LlmftError(f"--adapter {folder}: its tokenizer differs from {first_name}'s (other tokens); "
                              "adapters on one base must share the tokenizer")
-    if is_bottleneck_folder(first_folder) or any(is_bottleneck_folder(folder) for _, folder, _, _ in entries[1:]):
+    # served name -> PEFT adapter name (PEFT keys modules by it, so a served name with a dot cannot be one)
+    adapters: dict[str, str | None] = {name: None for name, *_ in entries}
+    if any(is_bottleneck_folder(folder) for _, folder, _, _ in entries):
         if len(entries) > 1:
-            raise LlmftError("--adapter: a bottleneck run is served alone (its adapters sit inside its own copy of the base)")
+            raise LlmftError("--adapter: a bottleneck run is served alone (its adapters sit inside its own copy "
+                             "of the base)")
         _, _, model = load_for_inference(first_folder)
-        adapters: list[str | None] = [None]
     elif not is_adapter(first_folder):
         model = AutoModelForCausalLM.from_pretrained(first_folder, dtype="auto")
-        adapters = [None]
     else:
         quantize = first_config.adapter.method == "qlora"
         model = load_pretrained(base, first_config, quantize_4bit=quantize)
         resize_embeddings(model, len(tokenizers[0]))
-        adapters = [f"adapter{i}" for i in range(len(entries))]
-        model = PeftModel.from_pretrained(model, first_folder, adapter_name=adapters[0])
-        for (_, folder, _, _), adapter in zip(entries[1:], adapters[1:]):
-            model.load_adapter(folder, adapter_name=adapter)
+        adapters = {name: f"adapter{i}" for i, (name, *_) in enumerate(entries)}
+        model = PeftModel.from_pretrained(model, first_folder, adapter_name=adapters[first_name])
+        for name, folder, _, _ in entries[1:]:
+            model.load_adapter(folder, adapter_name=adapters[name])
     if torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
         model = model.to("cuda")
     model.eval()
     return [LoadedRun(name, folder, config,
                       AdapterGenerator(HFGenerator(model, tokenizer, batch_size, digit_alignment(config, tokenizer)),
-                                       adapter), base)
-            for (name, folder, config, base), tokenizer, adapter in zip(entries, tokenizers, adapters)]
+                                       adapters[name]), base)
+            for (name, folder, config, base), tokenizer in zip(entries, tokenizers)]
 
 
 class AdapterGenerator:
@@ -182,7 +183,7 @@ def load_vllm_runs(specs: Sequence[str], max_batch: int = 256, section_types: Se
     """The vLLM backend (CUDA GPU): one `vllm.LLM` over the base with LoRA on; each adapter is a LoRARequest."""
     from llmft.core.inference import is_adapter
     from llmft.core.models import cuda_available
-    from llmft.core.vllm_backend import check_adapter_servable, lora_rank_for
+    from llmft.core.vllm_backend import VLLMGenerator, check_adapter_servable, lora_rank_for
 
     try:
         import vllm
@@ -207,29 +208,8 @@ def load_vllm_runs(specs: Sequence[str], max_batch: int = 256, section_types: Se
     from vllm.lora.request import LoRARequest
 
     llm = vllm.LLM(model=base, **kwargs)
-    loaded = []
-    for index, (name, folder, config, _) in enumerate(entries):
-        lora = LoRARequest(name, index + 1, str(folder)) if adapters else None
-        loaded.append(LoadedRun(name, folder, config, VLLMLoraGenerator(vllm, llm, lora), base))
-    return loaded
+    loras = {name: LoRARequest(name, index + 1, str(folder)) if adapters else None
+             for index, (name, folder, _, _) in enumerate(entries)}
+    return [LoadedRun(name, folder, config, VLLMGenerator(llm, loras[name]), base)
+            for name, folder, config, _ in entries]
 
-
-class VLLMLoraGenerator:
-    """A Generator over a shared `vllm.LLM`; every prompt carries this name's LoRARequest (None: the base)."""
-
-    def __init__(self, vllm: Any, llm: Any, lora: Any):
-        self._vllm, self.llm, self.lora = vllm, llm, lora
-        self.tokenizer = llm.get_tokenizer()
-        self.model = self  # context_length reads max_model_len from here
-        engine = llm.llm_engine
-        model_config = getattr(engine, "model_config", None) or engine.vllm_config.model_config
-        self.max_model_len = model_config.max_model_len
-
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 64, stop: Sequence[str] = (),
-                 num_beams: int = 1, temperature: float = 0.0, seed: int = 0, top_p: float = 1.0) -> list[str]:
-        if num_beams > 1:
-            raise LlmftError("num_beams > 1 is not supported by the vLLM backend; use --backend hf")
-        params = self._vllm.SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                           seed=seed, stop=list(stop) or None)
-        outputs = self.llm.generate(list(prompts), params, lora_request=self.lora, use_tqdm=False)
-        return [out.outputs[0].text for out in outputs]

@@ -1,7 +1,7 @@
 import torch
 
 from llmft.core.config import EstimateConfig
-from llmft.core.estimate import (
+from llmft.estimate.gradex import (
     approximation_error,
     cached_gradients,
     first_order_error,
@@ -12,7 +12,7 @@ from llmft.core.estimate import (
     scaled_update,
     subset_update,
 )
-from llmft.core.gradients import Projection, estimate_parameters
+from llmft.estimate.gradients import Projection, estimate_parameters
 
 from .test_gradients import bottleneck_model, examples
 

@@ -15,7 +15,7 @@ from llmft.core.jsonl import write_jsonl
 from llmft.core.progress import Progress
 from llmft.recipes.sft.toys import toy_split
 
-from ..conftest import REPO
+from .conftest import REPO
 
 NOISE = ("Loading weights", "Writing model shards", "Warning", "it/s]", "Traceback", "kernels-community")
 

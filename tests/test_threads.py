@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from llmft.core.threads import busy_cores, choose_wait_policy
+from llmft.threads import busy_cores, choose_wait_policy
 
 
 def test_idle_machine_spins_busy_or_unknown_sleeps():

@@ -1,7 +1,7 @@
 """GradEx: estimate what fine-tuning a meta-initialisation on a data subset would give, without training.
 
 Steps (Li et al. 2024, VirtuosoResearch/Scalable-finetuning): per-example outputs f_i and projected
-gradients g~_i at the meta-initialisation theta* (core/gradients.py), computed once and cached in shards;
+gradients g~_i at the meta-initialisation theta* (estimate/gradients.py), computed once and cached in shards;
 for each subset, random labels y ~ Bernoulli(0.7) with g~_i negated where y = 0, an L2 logistic regression
 (liblinear's objective, intercept included) fit on the first 80%, the update P w rescaled to
 scale x |theta*|, and theta* + update evaluated directly (loss, optionally the recipe's metric). Groups are
@@ -23,8 +23,8 @@ from llmft.core import runs
 from llmft.core.config import EstimateConfig
 from llmft.core.data import TokenizedExample, collate, single_rows
 from llmft.core.errors import LlmftError
-from llmft.core.gradients import OUTPUTS, Projection, outputs_and_projected_gradients
 from llmft.core.scoring import example_losses
+from llmft.estimate.gradients import OUTPUTS, Projection, outputs_and_projected_gradients
 
 
 def logistic_regression(x: Any, labels: Any, c: float, iterations: int = 50) -> tuple[Any, float]:

@@ -1,0 +1,1 @@
+"""`llmft serve`: trained runs behind an OpenAI-compatible HTTP API (app, routes, batching, backends)."""

@@ -1,0 +1,58 @@
+"""The OpenAI-compatible HTTP app (FastAPI) over `ServedModel`s: routes.py answers, batching.py batches.
+
+Every model's `decode(prompts, sampling, options)` runs on the batcher's worker thread and returns one
+`Decoded` per prompt; `Decoded.extra` goes into each choice's `llmft` field. FastAPI is imported inside
+`create_app` so `llmft` works without the `serve` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from llmft.core.errors import LlmftError
+from llmft.serve.served import ServedModel
+
+MAX_BODY_BYTES = 1 << 20
+
+
+def require_serve_deps() -> None:
+    """Import fastapi and uvicorn or fail in one line."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise LlmftError(f"llmft serve needs FastAPI and uvicorn ({exc.name} is missing): "
+                         "pip install 'llmft[serve]'") from None
+
+
+def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, max_batch: int = 32,
+               max_body_bytes: int = MAX_BODY_BYTES, window_s: float = 0.005) -> Any:
+    """The FastAPI app; its lifespan starts the batcher and, on shutdown, lets queued requests finish."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    from llmft.serve.batching import Batcher
+    from llmft.serve.errors import add_error_handlers
+    from llmft.serve.guard import Guard
+    from llmft.serve.routes import router, run_batch
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.batcher = Batcher(run_batch, max_batch=max_batch, window_s=window_s)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(app.state.batcher.close)
+
+    app = FastAPI(title="llmft", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.models = {m.name: m for m in models}
+    # The worker thread tokenizes too; a private copy keeps the request path off the Rust tokenizer's borrow.
+    app.state.counters = {m.name: copy.deepcopy(m.tokenizer) for m in models}
+    add_error_handlers(app)
+    app.add_middleware(Guard, max_bytes=max_body_bytes, api_key=api_key)
+    app.include_router(router)
+    return app
