@@ -122,3 +122,22 @@ def test_a_bottleneck_run_serves_as_it_evaluates(tmp_path, caesar_data):
     assert [c["text"] for c in reply.json()["choices"]] == alone
     result = CliRunner().invoke(cli, ["serve", "--adapter", str(final), "--adapter", f"x={final}", "--port", "0"])
     assert result.exit_code == 2 and result.stderr.startswith("error: --adapter: a bottleneck run is served alone")
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path, caesar_data, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from tests.reliability.battery import one_error
+    from tests.test_reliability import TOML as SFT
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    train_file, eval_file = caesar_data
+    preset = tmp_path / "sft.toml"
+    preset.write_text(SFT.format(train=train_file, eval=eval_file, out=tmp_path / "run"))
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    one_error(["train", preset, "train.save_steps=1", "--no-progress"], "No space left on device writing a tensor file")
+    assert not (tmp_path / "run" / "checkpoint-1").exists()
