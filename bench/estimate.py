@@ -69,7 +69,8 @@ def finetune(model, params, examples, pad_id, epochs: float, lr: float, batch_si
     """AdamW on `params` only, from their current values, `epochs` passes in a seeded order."""
     import torch
 
-    from llmft.core.data import collate, single_rows
+    from llmft.core.data import collate
+    from llmft.core.packing import single_rows
     from llmft.core.scoring import token_loss_sum
 
     rng = random.Random(seed)

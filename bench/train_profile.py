@@ -79,8 +79,9 @@ def profile_variant(paths: dict[str, Path], label: str, packing: str, compiled: 
     from torch.profiler import ProfilerActivity, profile
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmft.core.data import batch_order, collate, load_examples, pack_rows, single_rows
+    from llmft.core.data import collate, load_examples
     from llmft.core.models import attention_for_width
+    from llmft.core.packing import batch_order, pack_rows, single_rows
     from llmft.core.scoring import logits_only_where_trained, token_loss_sum
 
     tokenizer = AutoTokenizer.from_pretrained(paths["tokenizer"])

@@ -89,7 +89,8 @@ def make_plan(paths: dict[str, Path], args: argparse.Namespace) -> dict[str, Any
     make the same number of optimizer steps in one epoch over the same E examples."""
     from transformers import AutoTokenizer
 
-    from llmft.core.data import pack_rows, tokenize_record
+    from llmft.core.data import tokenize_record
+    from llmft.core.packing import pack_rows
 
     tokenizer = AutoTokenizer.from_pretrained(paths["tokenizer"])
     records = [json.loads(line) for line in paths["train"].read_text().splitlines()]

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from llmft.core.config import config_to_toml
 from llmft.core.jsonl import write_jsonl
 from llmft.core.progress import Progress
 from llmft.recipes.sft.toys import toy_split
 
-from .conftest import REPO
+from .conftest import REPO, tiny_config
 
 NOISE = ("Loading weights", "Writing model shards", "Warning", "it/s]", "Traceback", "kernels-community")
 
@@ -47,36 +48,14 @@ def test_progress_resumed_and_short_runs() -> None:
 
 def _config(tmp_path: Path) -> Path:
     train, held_out = toy_split("caesar", 400, 40, seed=3)
-    write_jsonl(tmp_path / "train.jsonl", train)
-    write_jsonl(tmp_path / "eval.jsonl", held_out)
+    config = tiny_config(
+        tmp_path, write_jsonl(tmp_path / "train.jsonl", train), write_jsonl(tmp_path / "eval.jsonl", held_out),
+        model={"tiny": {"hidden_size": 16, "num_layers": 1}}, adapter={"method": "lora"}, data={"pack_length": 48},
+        train={"max_steps": 300, "batch_size": 1, "learning_rate": 1e-2, "save_steps": 100, "logging_steps": 10,
+               "threads": 1, "eval_examples": 8},
+        eval={"max_examples": 8, "max_new_tokens": 8})
     toml = tmp_path / "run.toml"
-    toml.write_text(f"""recipe = "sft"
-[model]
-name = "tiny"
-[model.tiny]
-hidden_size = 16
-num_layers = 1
-num_heads = 2
-[adapter]
-method = "lora"
-[data]
-train = "{tmp_path / 'train.jsonl'}"
-eval = "{tmp_path / 'eval.jsonl'}"
-pack_length = 48
-[train]
-output_dir = "{tmp_path / 'run'}"
-max_steps = 300
-batch_size = 1
-learning_rate = 1e-2
-save_steps = 100
-logging_steps = 10
-bf16 = "false"
-threads = 1
-eval_examples = 8
-[eval]
-max_examples = 8
-max_new_tokens = 8
-""")
+    toml.write_text(config_to_toml(config))
     return toml
 
 

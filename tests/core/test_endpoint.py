@@ -1,55 +1,39 @@
 """The OpenAI-compatible client against an in-test HTTP server: retries, errors, both endpoints."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from llmft.core.endpoint import Endpoint, EndpointGenerator, api_url
 from llmft.core.errors import LlmftError
+from tests.openai_stub import StubServer
 
 
-class Scripted(BaseHTTPRequestHandler):
+class Scripted:
     """Fails the first `failures` requests with `status`, then answers in the OpenAI format."""
 
     failures, status, seen = 0, 503, []
 
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Scripted.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+    @staticmethod
+    def respond(request):
+        body = request["body"]
         if Scripted.failures > 0:
             Scripted.failures -= 1
-            self._send(Scripted.status, {"error": {"message": "slow down\nsecond line", "type": "x"}})
-            return
+            return Scripted.status, {"error": {"message": "slow down\nsecond line", "type": "x"}}
         n = body.get("n", 1)
-        if self.path.endswith("/chat/completions"):
+        if request["path"].endswith("/chat/completions"):
             text = body["messages"][-1]["content"].upper()
             choices = [{"index": i, "message": {"role": "assistant", "content": f"{text}{i}"}} for i in range(n)]
         else:
             choices = [{"index": i, "text": f"{body['prompt']}!{i}"} for i in reversed(range(n))]
-        self._send(200, {"choices": choices})
-
-    def _send(self, status, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        return
+        return 200, {"choices": choices}
 
 
 @pytest.fixture
 def server():
-    Scripted.failures, Scripted.status, Scripted.seen = 0, 503, []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    Scripted.failures, Scripted.status = 0, 503
+    stub = StubServer(Scripted.respond)
+    Scripted.seen = stub.requests
+    with stub as url:
+        yield url
 
 
 def test_urls():

@@ -100,7 +100,7 @@ def test_digit_aligned_decoding_equals_recomputing_every_step(generator):
     from transformers import LlamaForCausalLM
 
     from llmft.core.data import encode_prompt
-    from llmft.core.positions import DigitAlignment, digit_token_ids
+    from llmft.core.positions import DigitAlignment, PositionRules, digit_token_ids
 
     tokenizer, eos = generator.tokenizer, generator.tokenizer.eos_token_id
     torch.manual_seed(1)
@@ -108,7 +108,7 @@ def test_digit_aligned_decoding_equals_recomputing_every_step(generator):
     model = LlamaForCausalLM(generator.model.config.__class__(**{**generator.model.config.to_dict(),
                                                                  "initializer_range": 0.5})).eval()
     rule = DigitAlignment(digit_token_ids(tokenizer), stride=16)
-    aligned = HFGenerator(model, tokenizer, batch_size=4, digit_rule=rule)
+    aligned = HFGenerator(model, tokenizer, batch_size=4, positions=PositionRules(rule))
     expected = []
     for prompt in PROMPTS:
         ids = encode_prompt(tokenizer, prompt)

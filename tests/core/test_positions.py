@@ -8,10 +8,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from llmft.core.data import Row, align_digit_positions, collate, randomize_positions
+from llmft.core.data import collate
 from llmft.core.errors import LlmftError
 from llmft.core.models import rope_parameters
-from llmft.core.positions import DigitAlignment, digit_token_ids
+from llmft.core.packing import Row
+from llmft.core.positions import DigitAlignment, align_digit_positions, digit_token_ids, randomize_positions
 from tests.conftest import tiny_config, train_run
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from llmft.core.results import ResultsLog, settings_path
+from llmft.core.results import ResultsLog, batches, evaluate_batched, settings_path
 
 
 def lines(path):
@@ -54,3 +54,24 @@ def test_compound_keys_survive_a_reload(tmp_path):
     with ResultsLog(path) as log:
         assert ("generation", None, 3) in log and log.todo([("generation", None, 3), ("loss", "id")]) == [
             ("loss", "id")]
+
+
+def test_evaluate_batched_answers_only_what_is_missing_in_batches(tmp_path):
+    path = tmp_path / "results.jsonl"
+    with ResultsLog(path) as log:
+        log.add(1, {"out": "kept"})
+    asked: list[list[int]] = []
+
+    def answer(chunk):
+        asked.append(chunk)
+        return [k * 10 for k in chunk]
+
+    rows = evaluate_batched(path, range(6), 2, answer, lambda key, out: {"out": out})
+    assert asked == [[0, 2], [3, 4], [5]]
+    assert [(r["index"], r["out"]) for r in rows] == [(0, 0), (1, "kept"), (2, 20), (3, 30), (4, 40), (5, 50)]
+    assert len(path.read_text().splitlines()) == 6
+
+
+def test_batches_cut_in_order():
+    assert list(batches([5, 6, 7], 2)) == [(0, [5, 6]), (2, [7])]
+    assert list(batches([5, 6], 0)) == [(0, [5]), (1, [6])]

@@ -65,7 +65,7 @@ def _recipe_command(recipe: Any) -> click.Command:
                                  f"({', '.join(paths)})")
             _show(recipe, paths["train"], show, show_config)
 
-    example = getattr(recipe, "example", "") or f"llmft make-data {recipe.name} --show 3"
+    example = recipe.example or f"llmft make-data {recipe.name} --show 3"
     return click.Command(recipe.name, callback=run, params=params, help=recipe.summary, short_help=recipe.summary,
                          epilog=f"Example: {example}")
 

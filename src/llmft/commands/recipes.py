@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from llmft.core.config import DEFAULT_RECIPE
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -34,7 +36,7 @@ def describe_preset(path: Path) -> tuple[str, str, str]:
             paragraph.append(comment)
     description = _first_sentence(" ".join(paragraph))
     try:
-        recipe = str(tomllib.loads(text).get("recipe", "sft"))
+        recipe = str(tomllib.loads(text).get("recipe", DEFAULT_RECIPE))
     except tomllib.TOMLDecodeError:
         recipe = "?"
     return recipe, command, description

@@ -228,11 +228,14 @@ SECTIONS: dict[str, type] = {
 }
 
 
+DEFAULT_RECIPE = "sft"  # a TOML without a `recipe` key: plain supervised fine-tuning
+
+
 @dataclass
 class Config:
     """A resolved run configuration; `section` holds the recipe's own `[<recipe>]` section, if any."""
 
-    recipe: str = "sft"
+    recipe: str = DEFAULT_RECIPE
     model: ModelConfig = field(default_factory=ModelConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -291,10 +294,10 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
     raw = _deep_copy(raw)
     for item in overrides:
         _apply_override(raw, item, errors)
-    recipe_name = raw.pop("recipe", "sft")
+    recipe_name = raw.pop("recipe", DEFAULT_RECIPE)
     if not isinstance(recipe_name, str):
         errors.append(f"key 'recipe' must be a string, got {type(recipe_name).__name__}")
-        recipe_name = "sft"
+        recipe_name = DEFAULT_RECIPE
     where = f"{source}: " if source else ""
     if section_types is not None and recipe_name not in section_types:
         known = ", ".join(sorted(section_types))

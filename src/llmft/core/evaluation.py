@@ -11,7 +11,7 @@ from llmft.core.config import Config
 from llmft.core.errors import LlmftError
 from llmft.core.inference import build_generator
 from llmft.core.jsonl import iter_jsonl
-from llmft.core.positions import uses_digit_positions
+from llmft.core.positions import position_settings
 from llmft.core.results import discard_if_changed
 
 
@@ -69,11 +69,9 @@ def eval_settings(folder: Path, config: Config) -> dict[str, Any]:
         dataclasses.asdict(config.section) if config.section is not None else {})
     settings = {"weights": _files_fingerprint(folder), "data": _files_fingerprint(Path(config.data.eval))
                 if config.data.eval else "", "eval": decoding, "section": section}
-    if uses_digit_positions(config):  # the position ids decoding feeds the model
-        tiny = config.model.tiny
-        settings["positions"] = {"rule": "digits", "digit_stride": tiny.digit_stride, "digit_ends": tiny.digit_ends,
-                                 "digit_joiners": tiny.digit_joiners, "digit_layout": tiny.digit_layout,
-                                 **({"digit_signs": tiny.digit_signs} if tiny.digit_signs else {})}
+    positions = position_settings(config)
+    if positions is not None:  # the position ids decoding feeds the model
+        settings["positions"] = positions
     return settings
 
 

@@ -10,9 +10,9 @@ from llmft.core import runs
 from llmft.core.bottleneck import is_bottleneck_folder
 from llmft.core.errors import LlmftError
 from llmft.core.inference import is_adapter, load_for_inference, read_run_config
-from llmft.core.positions import uses_digit_positions
+from llmft.core.positions import OWN_POSITIONS, own_decoding
 
-# A neutral probe for the merged-vs-adapter logit check: letters, digits, punctuation, no recipe's format.
+# A neutral probe for the merged-vs-adapter logit check: letters, numerals, punctuation, no recipe's format.
 PROBE_TEXT = "The quick brown fox jumps over the lazy dog. 0123456789 + - = ?"
 
 
@@ -74,7 +74,7 @@ def export_merged(folder: str | Path, out: str | Path, dtype: str = "auto", over
     finally:
         shutil.rmtree(staged, ignore_errors=True)  # a failed write (disk full) leaves nothing behind
     report = {"out": str(out), "max_abs_logit_diff": float((before - after).abs().max())}
-    if uses_digit_positions(config):
-        report["warning"] = ("the model takes digit-aligned positions (model.tiny.positions = 'digits'): llmft "
-                             "eval/serve on this folder apply them, other loaders (generate, vLLM) would not")
+    if own_decoding(config):
+        report["warning"] = (f"the model takes {OWN_POSITIONS}: llmft eval/serve on this folder apply them, "
+                             "other loaders (generate, vLLM) would not")
     return report

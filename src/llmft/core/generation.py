@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 MIN_TEMPERATURE = 1e-5
 
 if TYPE_CHECKING:
-    from llmft.core.positions import DigitAlignment
+    from llmft.core.positions import PositionRules
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,13 @@ class HFGenerator:
     """
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 64,
-                 digit_rule: DigitAlignment | None = None):
+                 positions: PositionRules | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        # A DigitAlignment when the model takes digit-aligned positions (llmft.core.positions): then a
-        # decoding loop of ours feeds each new token's position, which `generate` cannot take per token.
-        self.digit_rule = digit_rule
+        # Rules whose positions `generate` cannot feed per token (llmft.core.positions): then a decoding
+        # loop of ours places each new token.
+        self.positions = positions if positions is not None and positions.own_decoding else None
 
     def generate(
         self,
@@ -111,7 +111,7 @@ class HFGenerator:
         pad = self.tokenizer.pad_token_id
         torch.manual_seed(seed)
         self.model.eval()
-        watchable = bool(stop) and self.digit_rule is None and stops_watchable(self.tokenizer, stop)
+        watchable = bool(stop) and self.positions is None and stops_watchable(self.tokenizer, stop)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             width = max(len(encoded[i]) for i in chunk)
@@ -121,9 +121,9 @@ class HFGenerator:
                 n = len(encoded[i])
                 ids[row, width - n:] = torch.tensor(encoded[i])
                 mask[row, width - n:] = 1
-            if self.digit_rule is not None:
-                texts = decode_digit_aligned(self.model, self.tokenizer, self.digit_rule, ids, mask,
-                                             max_new_tokens, stop, num_beams, temperature, top_p)
+            if self.positions is not None:
+                texts = decode_stepwise(self.model, self.tokenizer, self.positions, ids, mask,
+                                        max_new_tokens, stop, num_beams, temperature, top_p)
                 for row, i in enumerate(chunk):
                     outputs[i] = texts[row]
                 continue
@@ -172,10 +172,10 @@ def stops_watchable(tokenizer: Any, stop: Sequence[str]) -> bool:
     return True
 
 
-def decode_digit_aligned(model: Any, tokenizer: Any, rule: DigitAlignment, ids: Any, mask: Any,
-                         max_new_tokens: int, stop: Sequence[str], num_beams: int, temperature: float,
-                         top_p: float) -> list[str]:
-    """Greedy or sampled decoding of left-padded prompts with digit-aligned position ids, KV-cached.
+def decode_stepwise(model: Any, tokenizer: Any, positions: PositionRules, ids: Any, mask: Any,
+                    max_new_tokens: int, stop: Sequence[str], num_beams: int, temperature: float,
+                    top_p: float) -> list[str]:
+    """Greedy or sampled decoding of left-padded prompts, each token at the position the rules give, KV-cached.
 
     Written by hand because transformers' `generate` derives each new position from the last one.
     """
@@ -185,13 +185,13 @@ def decode_digit_aligned(model: Any, tokenizer: Any, rule: DigitAlignment, ids: 
     from transformers import DynamicCache, StaticCache
 
     from llmft.core.errors import LlmftError
-    from llmft.core.positions import DigitPositionState
+    from llmft.core.positions import OWN_POSITIONS
 
     if num_beams > 1:
-        raise LlmftError("beam search is not available for a model with digit-aligned positions; use num_beams = 1")
+        raise LlmftError(f"beam search is not available for a model with {OWN_POSITIONS}; use num_beams = 1")
     device = next(model.parameters()).device
     rows, width = ids.shape
-    states = [DigitPositionState(rule) for _ in range(rows)]
+    states = [positions.decoding_state() for _ in range(rows)]
     positions = torch.zeros_like(ids)
     for r in range(rows):
         real = int(mask[r].sum())

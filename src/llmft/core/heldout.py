@@ -74,7 +74,7 @@ def eval_interval(config: Config, total_steps: int, examples: list[TokenizedExam
 
 
 def heldout_loss(model: Any, examples: list[TokenizedExample], pad_id: int, accelerator: Any,
-                 batch_tokens: int, digit_rule: Any = None) -> float:
+                 batch_tokens: int, positions: Any = None) -> float:
     """Mean loss per trained token over all held-out examples, each process scoring its share in padded
     batches of at most `batch_tokens` tokens (a training batch's size, so it fits where training does)."""
     import torch
@@ -88,7 +88,7 @@ def heldout_loss(model: Any, examples: list[TokenizedExample], pad_id: int, acce
         batch_size = max(1, batch_tokens // max(len(example) for example in share))
         with accelerator.autocast():
             total = sum(example_losses(model, share, pad_id, batch_size=batch_size, reduction="sum",
-                                       digit_rule=digit_rule))
+                                       positions=positions))
         count = sum(example.trained for example in share)
     summed = accelerator.reduce(torch.tensor([total, float(count)], device=accelerator.device), reduction="sum")
     return float(summed[0] / summed[1].clamp(min=1))

@@ -91,10 +91,10 @@ def build_generator(folder: Path, config: Config) -> Any:
     """The configured backend over a run folder: HF (default, CPU or GPU) or vLLM (GPU)."""
     if config.eval.backend == "vllm":
         from llmft.core.models import cuda_available
-        from llmft.core.positions import uses_digit_positions
+        from llmft.core.positions import OWN_POSITIONS, own_decoding
 
-        if uses_digit_positions(config):
-            raise LlmftError(f"{folder}: a model with digit-aligned positions (model.tiny.positions = 'digits') "
+        if own_decoding(config):
+            raise LlmftError(f"{folder}: a model with {OWN_POSITIONS} "
                              "needs llmft's own decoding; use eval.backend = 'hf'")
         from llmft.core.vllm_backend import open_vllm, require_vllm
 
@@ -108,8 +108,8 @@ def build_generator(folder: Path, config: Config) -> Any:
                              tokenizer_path=str(folder))
         return open_vllm(str(folder), None)
     from llmft.core.generation import HFGenerator
-    from llmft.core.positions import digit_alignment
+    from llmft.core.positions import run_positions
 
     _, tokenizer, model = load_for_inference(folder)
     return HFGenerator(model, tokenizer, batch_size=config.eval.batch_size,
-                       digit_rule=digit_alignment(config, tokenizer))
+                       positions=run_positions(config, tokenizer))

@@ -10,18 +10,10 @@ from typing import Any, Protocol
 
 from llmft.core import runs
 from llmft.core.config import Config
-from llmft.core.data import (
-    Row,
-    TokenizedExample,
-    load_examples,
-    merge_shared_prefixes,
-    pack_rows,
-    pack_rows_by_width,
-    paused_gc,
-    single_rows,
-)
+from llmft.core.data import TokenizedExample, load_examples, paused_gc
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import iter_jsonl
+from llmft.core.packing import Row, merge_shared_prefixes, pack_rows, pack_rows_by_width, single_rows
 
 
 class TrainingHooks(Protocol):
@@ -90,11 +82,9 @@ def training_examples(config: Config, recipe: TrainingHooks, tokenizer: Any, lim
 
 
 def initial_rows(config: Config, recipe: TrainingHooks, tokenizer: Any) -> dict[int, list[int]]:
-    """{new token id: ids whose rows it starts from}, from the recipe's token_init (optional hook)."""
-    token_init = getattr(recipe, "token_init", None)
-    if token_init is None:
-        return {}
-    return {tokenizer.convert_tokens_to_ids(token): ids for token, ids in token_init(config, tokenizer).items()}
+    """{new token id: ids whose rows it starts from}, from the recipe's token_init."""
+    return {tokenizer.convert_tokens_to_ids(token): ids
+            for token, ids in recipe.token_init(config, tokenizer).items()}
 
 
 def build_rows(config: Config, recipe: TrainingHooks, tokenizer: Any, seq2seq: bool = False) -> list[Row]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from llmft.core import runs
-from llmft.core.jsonl import AppendLog
+from llmft.core.jsonl import AppendLog, read_jsonl
 
 KEY = "index"
 
@@ -90,6 +90,31 @@ class ResultsLog:
     def rows(self, keys: Iterable[Hashable]) -> list[dict]:
         """The rows of `keys`, in that order (each must be done)."""
         return [self._rows[_key(k)] for k in keys]
+
+
+def batches(keys: Sequence[Hashable], size: int) -> Iterator[tuple[int, list]]:
+    """(offset, keys) of consecutive chunks of at most `size` keys."""
+    step = max(size, 1)
+    for start in range(0, len(keys), step):
+        yield start, list(keys[start:start + step])
+
+
+def eval_records(config: Any) -> list[dict]:
+    """data.eval's records, the first eval.max_examples of them when that is set."""
+    records = read_jsonl(config.data.eval, what="data.eval")
+    return records[:config.eval.max_examples] if config.eval.max_examples else records
+
+
+def evaluate_batched(results: str | Path, keys: Iterable[Hashable], batch_size: int,
+                     answer: Callable[[list], Sequence[Any]], row: Callable[[Any, Any], dict[str, Any]]) -> list[dict]:
+    """The one evaluation loop: the keys without a row in `results` answered `batch_size` at a time
+    (`answer(keys)` -> one output per key), each `row(key, output)` kept as its batch ends; all rows, in order."""
+    keys = list(keys)
+    with ResultsLog(results) as log:
+        for _, chunk in batches(log.todo(keys), batch_size):
+            for key, output in zip(chunk, answer(chunk), strict=True):
+                log.add(key, row(key, output))
+        return log.rows(keys)
 
 
 def _key(value: Any) -> Hashable:

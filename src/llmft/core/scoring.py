@@ -10,14 +10,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from llmft.core.data import (
-    IGNORE,
-    TokenizedExample,
-    align_digit_positions,
-    collate,
-    encode_prompt,
-    single_rows,
-)
+from llmft.core.data import IGNORE, TokenizedExample, collate, encode_prompt
+from llmft.core.packing import single_rows
 
 
 def token_losses(logits: Any, labels: Any) -> Any:
@@ -75,13 +69,13 @@ def _forward(model: Any, batch: dict[str, Any]) -> Any:
 
 
 def example_losses(model: Any, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int = 16,
-                   reduction: Literal["mean", "sum"] = "mean", digit_rule: Any = None) -> list[float]:
+                   reduction: Literal["mean", "sum"] = "mean", positions: Any = None) -> list[float]:
     """Each example's loss over its trained tokens (mean per token, or the sum), in input order.
-    `digit_rule`: the DigitAlignment of a model with digit-aligned positions (llmft.core.positions)."""
+    `positions`: the run's PositionRules (llmft.core.positions) when its positions are not 0..n-1."""
     import torch
 
     rows = single_rows(examples)
-    eager = getattr(model.config, "_attn_implementation", "") == "eager"  # digit positions: a float mask
+    eager = getattr(model.config, "_attn_implementation", "") == "eager"  # replaced positions: a float mask
     out: list[float] = []
     was_training = model.training
     model.eval()
@@ -89,8 +83,8 @@ def example_losses(model: Any, examples: Sequence[TokenizedExample], pad_id: int
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):
                 batch = collate(rows[start:start + batch_size], pad_id, packed=False)
-                if digit_rule is not None:
-                    batch = align_digit_positions(batch, digit_rule, additive=eager)
+                if positions is not None:
+                    batch = positions.scoring(batch, additive=eager)
                 losses = token_losses(_forward(model, batch), batch["labels"].to(next(model.parameters()).device))
                 counts = (batch["labels"][:, 1:] != IGNORE).sum(dim=1).to(losses.device)
                 sums = losses.sum(dim=1)

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmft.core.data import IGNORE, Row, TokenizedExample, encode_prompt
+from llmft.core.data import IGNORE, TokenizedExample, encode_prompt
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import iter_numbered
+from llmft.core.packing import Row
 
 
 def is_seq2seq(model: Any) -> bool:

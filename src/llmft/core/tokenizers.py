@@ -28,8 +28,8 @@ def train_tokenizer(
 ) -> Any:
     """A PreTrainedTokenizerFast trained on `texts`; `extra_tokens` become single added tokens.
 
-    char: every character seen becomes a token (digits stay separate, as arithmetic tasks need).
-    bpe: byte-level BPE with digits split one per token (as llama2.c / TinyStories did).
+    char: every character seen becomes a token (numerals stay separate, as arithmetic tasks need).
+    bpe: byte-level BPE with numerals split one per token (as llama2.c / TinyStories did).
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -46,7 +46,7 @@ def train_tokenizer(
         tokenizer = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
         tokenizer.normalizer = normalizers.NFC()
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+            [pre_tokenizers.Digits(True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
         )
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(

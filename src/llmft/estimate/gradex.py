@@ -21,8 +21,9 @@ from typing import Any
 
 from llmft.core import runs
 from llmft.core.config import EstimateConfig
-from llmft.core.data import TokenizedExample, collate, single_rows
+from llmft.core.data import TokenizedExample, collate
 from llmft.core.errors import LlmftError
+from llmft.core.packing import single_rows
 from llmft.core.scoring import example_losses
 from llmft.estimate.gradients import OUTPUTS, Projection, outputs_and_projected_gradients
 

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmft.core.data import TokenizedExample, collate, single_rows
+from llmft.core.data import TokenizedExample, collate
 from llmft.core.errors import LlmftError
+from llmft.core.packing import single_rows
 
 # Parameter-name fragments the reference leaves out of the gradient (and out of the update).
 EXCLUDED_NAMES = ("shared", "lm_head", "wte", "wpe", "ln", "layer_norm", "embed_tokens", "norm")

@@ -47,7 +47,7 @@ def parse_adapter_spec(spec: str) -> tuple[str, Path]:
 def run_config(folder: Path, section_types: SectionTypes | None = None) -> Config:
     """The folder's llmft.toml (recipe sections typed by `section_types`), or defaults around a plain PEFT
     adapter's own base model."""
-    from llmft.core.config import config_from_dict, load_config
+    from llmft.core.config import DEFAULT_RECIPE, config_from_dict, load_config
     from llmft.core.inference import read_run_config
 
     if not folder.is_dir():
@@ -59,7 +59,7 @@ def run_config(folder: Path, section_types: SectionTypes | None = None) -> Confi
         base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path") or ""
         if not base:
             raise LlmftError(f"--adapter: {folder / ADAPTER_CONFIG} names no base_model_name_or_path")
-        return config_from_dict({"recipe": "sft", "model": {"name": base}}, source=str(folder),
+        return config_from_dict({"recipe": DEFAULT_RECIPE, "model": {"name": base}}, source=str(folder),
                                 section_types=section_types)
     raise LlmftError(f"--adapter: {folder} has neither {runs.CONFIG_NAME} nor {ADAPTER_CONFIG}; "
                      "is it a llmft final/, checkpoint-N/, export or PEFT adapter folder?")
@@ -108,7 +108,7 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
     from llmft.core.generation import HFGenerator
     from llmft.core.inference import is_adapter, load_for_inference
     from llmft.core.models import load_pretrained, resize_embeddings
-    from llmft.core.positions import digit_alignment
+    from llmft.core.positions import run_positions
 
     entries = _entries(specs, section_types)
     first_name, first_folder, first_config, base = entries[0]
@@ -138,7 +138,7 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
         model = model.to("cuda")
     model.eval()
     return [LoadedRun(name, folder, config,
-                      AdapterGenerator(HFGenerator(model, tokenizer, batch_size, digit_alignment(config, tokenizer)),
+                      AdapterGenerator(HFGenerator(model, tokenizer, batch_size, run_positions(config, tokenizer)),
                                        adapters[name]), base)
             for (name, folder, config, base), tokenizer in zip(entries, tokenizers)]
 

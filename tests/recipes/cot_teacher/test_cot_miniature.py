@@ -60,10 +60,10 @@ def teacher_records(samples: list[dict]) -> list[dict]:
 
 
 def run_task(task: str, tmp: Path, keep: Path | None = None) -> dict:
+    from tests.openai_stub import OpenAIStub
+
     from llmft.core.evaluation import evaluate_folder
     from llmft.core.trainer import train
-
-    from .openai_stub import OpenAIStub
 
     opts = SETTINGS[task]
     started = time.time()

@@ -106,12 +106,12 @@ def test_resume_asks_nothing_twice(tmp_path):
 def test_http_teacher_filters_and_resumes(tmp_path):
     """make-data against an OpenAI-format HTTP server: exactly the right samples kept; a run cut off by
     server errors resumes without asking anything twice."""
+    from tests.openai_stub import OpenAIStub
+
     from llmft.core.errors import LlmftError
     from llmft.core.jsonl import read_jsonl
     from llmft.recipes.cot_teacher.make_data import make_student_data
     from llmft.recipes.cot_teacher.tasks import default_split, load_dataset
-
-    from .openai_stub import OpenAIStub
 
     out = tmp_path / "data"
     make_student_data(out, 0, task="multiarith", n=20, template="ft_token")  # writes dataset.json

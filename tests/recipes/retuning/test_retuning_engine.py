@@ -120,6 +120,7 @@ class ScriptedGenerator:
         num_beams: int = 1,
         temperature: float = 0.0,
         seed: int = 0,
+        top_p: float = 1.0,
     ) -> list[str]:
         self.batches.append(len(prompts))
         return [self.rule(prompt) for prompt in prompts]

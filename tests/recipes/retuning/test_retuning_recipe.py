@@ -40,6 +40,7 @@ class Teacher:
         num_beams: int = 1,
         temperature: float = 0.0,
         seed: int = 0,
+        top_p: float = 1.0,
     ) -> list[str]:
         self.batches.append(list(prompts))
         return [self.table.get(prompt, "no idea") for prompt in prompts]

@@ -1,8 +1,5 @@
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
+from tests.openai_stub import StubServer
 
 from llmft.core.errors import LlmftError
 from llmft.recipes.uft.judge import (
@@ -15,41 +12,28 @@ from llmft.recipes.uft.judge import (
 )
 
 
-class FakeChat(BaseHTTPRequestHandler):
+class FakeChat:
     """Answers Yes when the story mentions a dragon, with reasoning that contains the word 'no'."""
 
     requests: list[dict] = []
 
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeChat.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+    @staticmethod
+    def respond(request):
+        body = request["body"]
         if body["model"] == "locked":
-            self.send_response(401, "Unauthorized")
-            self.end_headers()
-            return
+            return 401, None
         story = body["messages"][1]["content"].rsplit("<story>", 1)[-1]
         answer = "Yes" if "dragon" in story else "No"
         content = f"<reasoning>I know nothing odd happens until the end.</reasoning>\n<answer>{answer}</answer>"
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        return 200, {"choices": [{"message": {"role": "assistant", "content": content}}]}
 
 
 @pytest.fixture()
 def server():
-    FakeChat.requests = []
-    httpd = HTTPServer(("127.0.0.1", 0), FakeChat)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    stub = StubServer(FakeChat.respond)
+    FakeChat.requests = stub.requests
+    with stub as url:
+        yield url
 
 
 def test_endpoint_judge_posts_chat_completions(server):

@@ -9,8 +9,8 @@ from typing import Any
 
 from llmft.core import runs
 from llmft.core.errors import LlmftError
-from llmft.core.jsonl import read_jsonl
-from llmft.core.results import ResultsLog
+from llmft.core.generation import Sampling
+from llmft.core.results import eval_records, evaluate_batched
 from llmft.recipes.cot_teacher.completions import new_completions, save_completions
 from llmft.recipes.cot_teacher.parsing import score_completion
 
@@ -19,9 +19,7 @@ def evaluate_student(generator: Any, config: Any, section: Any, eval_dir: Path) 
     """Accuracy, contains_answer and correct_format over data.eval (records written by make-data)."""
     if not config.data.eval:
         raise LlmftError("data.eval is not set: point it at the eval.jsonl that `llmft make-data cot-teacher` wrote")
-    records = read_jsonl(config.data.eval, what="data.eval")
-    if config.eval.max_examples:
-        records = records[:config.eval.max_examples]
+    records = eval_records(config)
     for line, record in enumerate(records, start=1):
         if "prompt" not in record or "answer" not in record:
             raise LlmftError(f"data.eval: {config.data.eval}: line {line} needs 'prompt' and 'answer'")
@@ -29,19 +27,17 @@ def evaluate_student(generator: Any, config: Any, section: Any, eval_dir: Path) 
     template = section.template or (records[0].get("template") if records else "")
     if not task or not template:
         raise LlmftError("[cot-teacher] task and template are not set and data.eval records do not name them")
-    with ResultsLog(eval_dir / runs.RESULTS_NAME) as log:
-        todo = log.todo(range(len(records)))
-        for start in range(0, len(todo), config.eval.batch_size):
-            chunk = todo[start:start + config.eval.batch_size]
-            outputs = generator.generate([records[i]["prompt"] for i in chunk],
-                                         max_new_tokens=config.eval.max_new_tokens, num_beams=config.eval.num_beams,
-                                         temperature=config.eval.temperature, seed=config.eval.seed)
-            for i, output in zip(chunk, outputs):
-                record = records[i]
-                scored = score_completion(task, output, record["answer"], template)
-                log.add(i, {"sample_index": record.get("sample_index"), "prompt": record["prompt"],
-                            "completion": output, "answer": record["answer"], **scored})
-        done = log.rows(range(len(records)))
+    sampling = Sampling.from_eval(config.eval)
+
+    def answer(chunk: list[int]) -> list[str]:
+        return generator.generate([records[i]["prompt"] for i in chunk], **sampling.kwargs())
+
+    def row(i: int, output: str) -> dict[str, Any]:
+        record = records[i]
+        return {"sample_index": record.get("sample_index"), "prompt": record["prompt"], "completion": output,
+                "answer": record["answer"], **score_completion(task, output, record["answer"], template)}
+
+    done = evaluate_batched(eval_dir / runs.RESULTS_NAME, range(len(records)), config.eval.batch_size, answer, row)
     _write_completions(done, task, template, config, eval_dir)
     n = max(len(done), 1)
     return {

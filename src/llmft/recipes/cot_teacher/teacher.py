@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmft.core.errors import LlmftError
+from llmft.core.results import batches
 from llmft.recipes.cot_teacher.completions import (
     load_completions,
     new_completions,
@@ -69,8 +70,7 @@ def run_teacher(generator: Any, samples: Sequence[dict[str, Any]], path: str | P
     total = 2 * len(rows)
 
     def ask(todo: list[dict], prompt_key: str, out_key: str, temperature: float, seed: int) -> None:
-        for start in range(0, len(todo), settings.batch_size):
-            batch = todo[start:start + settings.batch_size]
+        for start, batch in batches(todo, settings.batch_size):
             texts, error = _generate(generator, [row[prompt_key] for row in batch], settings.concurrency,
                                      max_new_tokens=settings.max_tokens, stop=list(settings.stop),
                                      temperature=temperature, seed=seed * 1_000_003 + start)

@@ -133,7 +133,7 @@ def evaluate_memreason(generator: Any, config: Any, section: Any, eval_dir: Path
     from llmft.core.errors import LlmftError
     from llmft.core.generation import Sampling
     from llmft.core.jsonl import read_jsonl
-    from llmft.core.results import ResultsLog
+    from llmft.core.results import evaluate_batched
     from llmft.recipes.memreason.data import eval_prompt
 
     records = read_jsonl(config.data.eval, what="data.eval")
@@ -145,14 +145,9 @@ def evaluate_memreason(generator: Any, config: Any, section: Any, eval_dir: Path
     prompts = {i: eval_prompt(records[i]["prompt"], records[i]["variant"], records[i].get("num_prefix_tokens", 0))
                for i in indices}
     sampling = Sampling.from_eval(config.eval)
-    with ResultsLog(eval_dir / runs.RESULTS_NAME) as log:
-        todo = log.todo(indices)
-        for start in range(0, len(todo), chunk):
-            batch = todo[start:start + chunk]
-            outputs = generator.generate([prompts[i] for i in batch], **sampling.kwargs())
-            for i, output in zip(batch, outputs, strict=True):
-                log.add(i, score_row(records[i], prompts[i], output))
-        rows = log.rows(indices)
+    rows = evaluate_batched(eval_dir / runs.RESULTS_NAME, indices, chunk,
+                            lambda batch: generator.generate([prompts[i] for i in batch], **sampling.kwargs()),
+                            lambda i, output: score_row(records[i], prompts[i], output))
     metrics = summarize(rows)
     metrics["variant"] = records[indices[0]]["variant"]
     metrics["temperature"] = config.eval.temperature

@@ -12,14 +12,14 @@ from llmft.core import runs
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import read_jsonl
 from llmft.core.plots import line_plot
-from llmft.core.results import ResultsLog
+from llmft.core.results import ResultsLog, evaluate_batched
 from llmft.recipes.retuning.data import FORMATS, TASKS, TRAIN_SIZES
 from llmft.recipes.retuning.engine import Trace, depth_cap, run_direct, run_recursion
 
 if TYPE_CHECKING:
     from llmft.core.config import Config
     from llmft.core.generation import Generator
-    from llmft.recipes.retuning.recipe import RetuningConfig
+    from llmft.recipes.retuning.config import RetuningConfig
 
 RESULTS = runs.RESULTS_NAME
 PLOT = "accuracy_by_size.png"
@@ -70,26 +70,23 @@ def evaluate_problems(
             if not known or records[index]["prompt"] != row.get("prompt"):
                 raise LlmftError(f"{results_path} holds results for other problems than data.eval; "
                                  "remove it or evaluate into another folder (--out)")
-        todo = log.todo(range(len(records)))
-
-        def record_row(position: int, trace: Trace) -> None:
-            index = todo[position]
-            log.add(index, result_row(index, records[index], trace))
-
         if fmt == "recursive":
+            todo = log.todo(range(len(records)))
+
+            def record_row(position: int, trace: Trace) -> None:
+                index = todo[position]
+                log.add(index, result_row(index, records[index], trace))
+
             caps = [max_depth or depth_cap(task, records[i]["size"]) for i in todo]
             run_recursion(generator, [records[i]["prompt"] for i in todo], task, max_depth=caps,
                           max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                           on_done=record_row)
-        else:
-            step = max(batch_size, 1)
-            for start in range(0, len(todo), step):
-                chunk = todo[start:start + step]
-                traces = run_direct(generator, [records[i]["prompt"] for i in chunk], task, fmt,
-                                    max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-                for offset, trace in enumerate(traces):
-                    record_row(start + offset, trace)
-        return log.rows(range(len(records)))
+            return log.rows(range(len(records)))
+    return evaluate_batched(
+        results_path, range(len(records)), batch_size,
+        lambda chunk: run_direct(generator, [records[i]["prompt"] for i in chunk], task, fmt,
+                                 max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
+        lambda index, trace: result_row(index, records[index], trace))
 
 
 def result_row(index: int, record: dict, trace: Trace) -> dict[str, Any]:

@@ -5,36 +5,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from llmft.core.bounds import Range, at_least
+from llmft.core.bounds import at_least
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import write_jsonl
 from llmft.recipes.base import Recipe
+from llmft.recipes.retuning.config import RetuningConfig
 from llmft.recipes.retuning.data import FORMATS, TASKS, TRAIN_SIZES, eval_records, training_records
 
 if TYPE_CHECKING:
     from llmft.core.config import Config
     from llmft.core.generation import Decoded, Generator, Sampling
-
-
-@dataclass
-class RetuningConfig:
-    """[retuning]: the task and format the run trains on, and the recursion limit at evaluation."""
-
-    BOUNDS: ClassVar[dict[str, Range]] = {"max_size": at_least(0), "max_depth": at_least(0)}
-
-    task: Literal["addition", "parity", "dp"] = "addition"
-    format: Literal["recursive", "scratchpad", "baseline"] = "recursive"
-    # Largest training size (digits, list or array length), which splits "in range" from "beyond";
-    # 0 = what make-data wrote into the eval records.
-    max_size: int = 0
-    # Recursion depth cap; 0 = the reference's: 2 x size for addition and parity, 35 for DP.
-    max_depth: int = 0
 
 
 # What `make-data retuning` without --n writes (measured at the defaults), said before the long silent write.

@@ -12,8 +12,9 @@ import click
 from llmft.core import runs
 from llmft.core.bounds import Range, at_least
 from llmft.core.errors import LlmftError
+from llmft.core.generation import Sampling
 from llmft.core.jsonl import read_jsonl, write_jsonl
-from llmft.core.results import ResultsLog
+from llmft.core.results import eval_records, evaluate_batched
 from llmft.recipes.base import Recipe
 from llmft.recipes.sft.toys import TOYS, toy_split
 
@@ -68,23 +69,19 @@ class SftRecipe(Recipe):
         """Exact match of the generated completion against the reference, greedy by default."""
         if not config.data.eval:
             raise LlmftError("data.eval is not set: the sft recipe scores held-out prompt/completion records")
-        records = read_jsonl(config.data.eval, what="data.eval")
-        if config.eval.max_examples:
-            records = records[:config.eval.max_examples]
+        records = eval_records(config)
         strip = self.section(config).strip
-        with ResultsLog(eval_dir / runs.RESULTS_NAME) as log:
-            todo = log.todo(range(len(records)))
-            for start in range(0, len(todo), config.eval.batch_size):
-                chunk = todo[start:start + config.eval.batch_size]
-                outputs = generator.generate(
-                    [records[i]["prompt"] for i in chunk], max_new_tokens=config.eval.max_new_tokens,
-                    num_beams=config.eval.num_beams, temperature=config.eval.temperature, seed=config.eval.seed)
-                for i, output in zip(chunk, outputs):
-                    reference = records[i]["completion"]
-                    correct = output.strip() == reference.strip() if strip else output == reference
-                    log.add(i, {"prompt": records[i]["prompt"], "output": output, "reference": reference,
-                                "correct": correct})
-            done = log.rows(range(len(records)))
+        sampling = Sampling.from_eval(config.eval)
+
+        def answer(chunk: list[int]) -> list[str]:
+            return generator.generate([records[i]["prompt"] for i in chunk], **sampling.kwargs())
+
+        def row(i: int, output: str) -> dict[str, Any]:
+            reference = records[i]["completion"]
+            correct = output.strip() == reference.strip() if strip else output == reference
+            return {"prompt": records[i]["prompt"], "output": output, "reference": reference, "correct": correct}
+
+        done = evaluate_batched(eval_dir / runs.RESULTS_NAME, range(len(records)), config.eval.batch_size, answer, row)
         return {"exact_match": sum(r["correct"] for r in done) / max(len(done), 1), "n": len(done)}
 
     def compare(self, metrics_by_run: dict[str, dict], out_dir: Path) -> Path:

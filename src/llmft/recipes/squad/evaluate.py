@@ -16,7 +16,7 @@ from llmft.core import runs
 from llmft.core.generation import Sampling
 from llmft.core.jsonl import read_jsonl
 from llmft.core.plots import bar_plot
-from llmft.core.results import ResultsLog
+from llmft.core.results import eval_records, evaluate_batched
 from llmft.recipes.squad.chat import answer_prompt
 from llmft.recipes.squad.data import NO_ANSWER, force_prefix
 
@@ -203,24 +203,18 @@ def answer_conversations(
 def evaluate_squad(generator: Any, config: Any, eval_dir: Path, pause: str, force_answer: bool) -> dict[str, Any]:
     """Answer every record of data.eval, append rows to results.jsonl (resuming past ones), write the table
     as table.md and a bar plot, and return the metrics."""
-    records = read_jsonl(config.data.eval, what="data.eval")
-    if config.eval.max_examples:
-        records = records[:config.eval.max_examples]
-    step = max(config.eval.batch_size, 1)
-    with ResultsLog(eval_dir / runs.RESULTS_NAME) as log:
-        todo = log.todo(range(len(records)))
-        for start in range(0, len(todo), step):
-            chunk = todo[start:start + step]
-            answered = answer_conversations(generator, [records[i]["messages"] for i in chunk], pause, config,
-                                            force_answer)
-            for i, responses in zip(chunk, answered, strict=True):
-                record = records[i]
-                row = {"id": record["id"], "answers": record["answers"], "is_impossible": record["is_impossible"],
-                       "response": responses[-1], **score_response(responses[-1], record["answers"])}
-                if len(responses) > 1:
-                    row["turns"] = responses
-                log.add(i, row)
-        done = log.rows(range(len(records)))
+    records = eval_records(config)
+
+    def answer(chunk: list[int]) -> list[list[str]]:
+        return answer_conversations(generator, [records[i]["messages"] for i in chunk], pause, config, force_answer)
+
+    def row(i: int, responses: list[str]) -> dict[str, Any]:
+        record = records[i]
+        scored = {"id": record["id"], "answers": record["answers"], "is_impossible": record["is_impossible"],
+                  "response": responses[-1], **score_response(responses[-1], record["answers"])}
+        return {**scored, "turns": responses} if len(responses) > 1 else scored
+
+    done = evaluate_batched(eval_dir / runs.RESULTS_NAME, range(len(records)), config.eval.batch_size, answer, row)
     metrics = squad_table(done)
     (eval_dir / "table.md").write_text(table_markdown({Path(config.train.output_dir).name: metrics}),
                                        encoding="utf-8")

@@ -1,9 +1,10 @@
-"""An in-test HTTP server speaking the OpenAI completions and chat formats over any Generator.
+"""The one in-test OpenAI-compatible HTTP server: `StubServer` answers each POST with a scripted
+`respond(request)`, and `OpenAIStub` answers the completions and chat formats over any Generator.
 
-Concurrent requests with the same decoding settings (seed included) are answered by one batched `generate`
+OpenAIStub batches concurrent requests with the same decoding settings (seed included) into one `generate`
 call (a server's continuous batching in miniature), so a teacher sending parallel single-prompt requests stays
 fast. A batch closes after `quiet` seconds without a new request and is sorted by prompt. Sampled answers can
-still differ between runs (the Last Letter K=4 students of four miniature runs differed; docs/cot-teacher.md).
+still differ between runs (the Last Letter K=4 students of four miniature runs differed).
 """
 
 from __future__ import annotations
@@ -11,8 +12,53 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+# respond(request) -> (HTTP status, JSON payload, or None for an empty body with the status's own reason).
+Respond = Callable[[dict], "tuple[int, dict | None]"]
+
+
+class StubServer:
+    """`with StubServer(respond) as url:` serves POST on http://127.0.0.1:PORT (a free port); `requests`
+    records each one as {"path", "auth", "body"} (auth: the Authorization header)."""
+
+    def __init__(self, respond: Respond):
+        self.respond = respond
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> str:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                request = {"path": self.path, "auth": self.headers.get("Authorization"),
+                           "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))}
+                with stub.lock:
+                    stub.requests.append(request)
+                status, payload = stub.respond(request)
+                self.send_response(status)
+                if payload is None:
+                    self.end_headers()
+                    return
+                data = json.dumps(payload).encode()
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class OpenAIStub:
@@ -27,48 +73,27 @@ class OpenAIStub:
         self.model = model
         self.fail_after = fail_after
         self.requests: list[dict] = []
-        self.lock = threading.Lock()
         self.pending: queue.Queue = queue.Queue()
 
     def __enter__(self) -> str:
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with stub.lock:
-                    stub.requests.append(body)
-                    refuse = stub.fail_after is not None and len(stub.requests) > stub.fail_after
-                if refuse:
-                    self.reply(400, {"error": {"message": "scripted failure"}})
-                    return
-                try:
-                    self.reply(200, stub.answer(self.path, body))
-                except Exception as exc:
-                    self.reply(400, {"error": {"message": f"generator failed: {exc!r}"}})
-
-            def reply(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.threads = [threading.Thread(target=self.server.serve_forever, daemon=True),
-                        threading.Thread(target=self._batcher, daemon=True)]
-        for thread in self.threads:
-            thread.start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.server = StubServer(self._respond)
+        self.requests = self.server.requests
+        threading.Thread(target=self._batcher, daemon=True).start()
+        return self.server.__enter__() + "/v1"
 
     def __exit__(self, *exc: object) -> None:
         self.pending.put(None)
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.__exit__(*exc)
+
+    def _respond(self, request: dict) -> tuple[int, dict]:
+        with self.server.lock:
+            refuse = self.fail_after is not None and len(self.server.requests) > self.fail_after
+        if refuse:
+            return 400, {"error": {"message": "scripted failure"}}
+        try:
+            return 200, self.answer(request["path"], request["body"])
+        except Exception as exc:
+            return 400, {"error": {"message": f"generator failed: {exc!r}"}}
 
     def _batcher(self) -> None:
         """Answer queued prompts in batches of equal settings."""

@@ -8,7 +8,7 @@ import pytest
 
 from llmft.core.jsonl import write_jsonl
 
-from ..conftest import REPO
+from .conftest import REPO
 
 
 def llmft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -25,7 +25,7 @@ def test_help_shows_an_example(verb):
 def test_make_data_help_lists_recipes():
     done = llmft("make-data", "--help")
     listed = done.stdout.split("Commands:")[1].split()
-    for name in ("sft", "retuning", "squad", "uft"):
+    for name in ("sft", "retuning", "squad", "uft", "memreason", "cot-teacher"):
         assert name in listed
 
 
@@ -59,7 +59,7 @@ def test_gpu_only_option_on_cpu(tmp_path, caesar_data):
     """eval.backend = vllm on a machine without vLLM/CUDA: one line saying what to do."""
     from tests.conftest import train_run
 
-    from ..conftest import tiny_config
+    from .conftest import tiny_config
 
     train_file, eval_file = caesar_data
     train_run(tiny_config(tmp_path, train_file, eval_file, train={"max_steps": 1}), progress=False)
