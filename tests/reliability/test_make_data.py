@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from llmft.cli import cli
 from llmft.core.jsonl import read_jsonl
-from tests.recipes.cot_teacher.openai_stub import OpenAIStub
+from tests.openai_stub import OpenAIStub
 from tests.reliability.battery import one_error
 
 COIN = ["make-data", "cot-teacher", "--task", "coin_flip", "--n", "20"]
