@@ -12,27 +12,12 @@ from click.testing import CliRunner
 
 from llmft.cli import cli
 from tests.conftest import tiny_config, train_run
+from tests.test_reliability import TOML as SFT
 
-TOML = """recipe = "cot-teacher"
-[model.tiny]
-hidden_size = 32
-num_heads = 2
-[adapter]
-method = "full"
-[data]
-train = "{data}/train.jsonl"
-eval = "{data}/eval.jsonl"
-pack_length = 256
-[train]
-output_dir = "{out}"
-max_steps = 2
-save_steps = 1
-save_total_limit = 5
-batch_size = 4
-bf16 = "false"
-[eval]
-max_new_tokens = 4
-"""
+# The battery's sft preset as a cot-teacher run that keeps a checkpoint per step.
+TOML = SFT.replace('recipe = "sft"', 'recipe = "cot-teacher"').replace(
+    "max_steps = 2", "max_steps = 2\nsave_steps = 1\nsave_total_limit = 5").replace("pack_length = 128", "pack_length = 512")
+
 
 
 def invoke(*args: object) -> object:
@@ -53,7 +38,8 @@ def moved(tmp_path_factory) -> dict[str, Path]:
     invoke("make-data", "cot-teacher", "--task", "coin_flip", "--n", "20", "--format", "ft_token", "--out",
            root / "data")
     preset = root / "preset.toml"
-    preset.write_text(TOML.format(data=root / "data", out=root / "runs" / "a"))
+    preset.write_text(TOML.format(train=root / "data" / "train.jsonl", eval=root / "data" / "eval.jsonl",
+                                  out=root / "runs" / "a"))
     invoke("train", preset, "--no-progress")
     shutil.move(root / "runs" / "a", root / "runs" / "b")
     planted = root / "runs" / "a" / "eval" / "checkpoint-1"
@@ -64,8 +50,9 @@ def moved(tmp_path_factory) -> dict[str, Path]:
 
 def test_a_moved_run_evaluates_its_own_checkpoints(moved):
     before = files(moved["a"])
-    invoke("eval", "--adapter", moved["b"] / "checkpoint-1", "eval.max_examples=3")
-    invoke("eval", "--adapter", moved["b"] / "final", "eval.max_examples=3", "cot-teacher.best_epoch_on_test=true")
+    invoke("eval", "--adapter", moved["b"] / "checkpoint-1", "eval.max_examples=3", "eval.max_new_tokens=4")
+    invoke("eval", "--adapter", moved["b"] / "final", "eval.max_examples=3", "eval.max_new_tokens=4",
+           "cot-teacher.best_epoch_on_test=true")
     metrics = json.loads((moved["b"] / "eval" / "final" / "metrics.json").read_text())
     own = json.loads((moved["b"] / "eval" / "checkpoint-1" / "metrics.json").read_text())["accuracy"]
     assert metrics["checkpoints_evaluated"] == 2
@@ -129,7 +116,6 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path, caesar_data
     from safetensors import SafetensorError
 
     from tests.reliability.battery import one_error
-    from tests.test_reliability import TOML as SFT
 
     def full(*args, **kwargs):
         raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
