@@ -18,6 +18,7 @@ from llmft.core.config import SECTIONS
 from llmft.core.jsonl import write_jsonl
 from llmft.recipes.base import RECIPES, load_all
 from llmft.recipes.sft.toys import toy_split
+from tests.reliability.battery import one_error
 from tests.test_reliability import TOML
 
 CHEAP = {  # a make-data call per recipe that is quick and offline
@@ -144,3 +145,10 @@ def test_every_config_key_with_a_value_of_the_wrong_type(world):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, result.output)
         assert f"'{key}'" in lines[0], (key, lines[0])
+
+
+def test_nan_is_in_no_range(world):
+    one_error(["train", world["good"], "train.learning_rate=nan", "--dry-run"],
+              "key 'train.learning_rate' must be > 0, got nan")
+    one_error(["train", world["good"], "estimate.scale=nan", "adapter.dropout=nan", "--dry-run"],
+              "key 'adapter.dropout' must be in [0, 1), got nan; key 'estimate.scale' must be > 0, got nan")
