@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -43,6 +44,20 @@ class LlmftGroup(click.Group):
                 raise
             where = f" writing {exc.filename}" if exc.filename else ""
             raise UserError(f"{exc.strerror or exc}{where}") from None
+        except Exception as exc:
+            code = _tensor_write_errno(exc)
+            if code not in ENVIRONMENT_ERRORS:
+                raise
+            raise UserError(f"{os.strerror(code)} writing a tensor file") from None
+
+
+def _tensor_write_errno(exc: Exception) -> int | None:
+    """The OS error code inside safetensors' own error type (its writer's I/O errors are not OSError):
+    `Error while serializing: IoError(Os { code: 28, kind: StorageFull, ... })`."""
+    if type(exc).__name__ != "SafetensorError":
+        return None
+    match = re.search(r"Os \{ code: (\d+)", str(exc))
+    return int(match.group(1)) if match else None
 
 
 def _tell_launcher(message: str) -> None:

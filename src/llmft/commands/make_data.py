@@ -9,8 +9,11 @@ from typing import Any
 
 import click
 
+from llmft.core.bounds import at_least, between, out_of_range
 from llmft.core.errors import LlmftError
 from llmft.core.writes import guarded_writes
+
+COMMON_BOUNDS = {"seed": between(0, 2**32 - 1), "show": at_least(0)}
 
 
 class RecipeCommands(click.Group):
@@ -45,8 +48,11 @@ def _recipe_command(recipe: Any) -> click.Command:
 
     def run(out: str | None, seed: int, show: int, show_config: str | None, overwrite: bool,
             **options: Any) -> None:
-        if show < 0:
-            raise LlmftError(f"--show must be >= 0, got {show}")
+        flags = {p.name: p.opts[0] for p in params}
+        errors = out_of_range({**options, "seed": seed, "show": show}, {**recipe.option_bounds, **COMMON_BOUNDS},
+                              lambda key: flags[key])
+        if errors:
+            raise LlmftError("; ".join(errors))
         # Every option naming an existing file is an input: nothing may be written over it.
         inputs = [value for value in options.values() if _is_file(value)]
         with guarded_writes(inputs, overwrite):

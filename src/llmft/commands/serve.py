@@ -24,8 +24,13 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
               help="Most prompts one batch window takes.")
 @click.option("--max-body", type=click.IntRange(1), default=1 << 20, show_default=True,
               help="Largest request body in bytes (413 above).")
+@click.option("--max-request-rows", type=click.IntRange(1), default=512, show_default=True,
+              help="Most completions (prompts x n) one request may ask for (400 above).")
+@click.option("--body-timeout", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
+              metavar="SECONDS", help="Time a request's body may take to arrive (408 after); idle keep-alive "
+                                      "connections close after 5 s.")
 def serve_command(specs: tuple[str, ...], host: str, port: int, api_key: str | None, backend: str,
-                  max_batch: int, max_body: int) -> None:
+                  max_batch: int, max_body: int, max_request_rows: int, body_timeout: float) -> None:
     """Serve trained runs over the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions).
 
     \b
@@ -39,7 +44,8 @@ def serve_command(specs: tuple[str, ...], host: str, port: int, api_key: str | N
         click.echo(f"warning: serving on {host} without --api-key: anyone who can reach this port can use "
                    "the models", err=True)
     models = served_models(specs, backend, max_batch)
-    app = create_app(models, api_key=api_key, max_batch=max_batch, max_body_bytes=max_body)
+    app = create_app(models, api_key=api_key, max_batch=max_batch, max_body_bytes=max_body,
+                     max_request_rows=max_request_rows, body_timeout_s=body_timeout)
     names = ", ".join(m.name for m in models)
     click.echo(f"serving {names} on http://{host}:{port}/v1 (backend {backend}, max batch {max_batch})", err=True)
     run_server(app, host, port)
@@ -81,16 +87,20 @@ def recipe_decoder(recipe: Any, generator: Any, config: Any) -> Any:
 
 
 def run_server(app: Any, host: str, port: int) -> None:
-    """uvicorn until SIGINT/SIGTERM; SIGTERM lets in-flight requests finish, then exits 0."""
+    """uvicorn until SIGINT/SIGTERM; SIGTERM lets the batch being generated finish, answers every queued
+    request 503 in OpenAI's shape, then exits 0."""
     import uvicorn
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
+            batcher = getattr(app.state, "batcher", None)
+            if batcher is not None:
+                batcher.refuse_queued()
             super().handle_exit(sig, frame)
             captured = getattr(self, "_captured_signals", None)
             if sig == signal.SIGTERM and captured and captured[-1] == sig:
                 captured.pop()  # a drained shutdown is a clean exit, not death by signal
 
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30,
-                            lifespan="on")
+                            timeout_keep_alive=5, lifespan="on")
     Server(config).run()

@@ -40,7 +40,7 @@ def resolve_start(output_dir: Path, resume: bool, overwrite: bool, main: bool) -
         for child in [*runs.checkpoint_dirs(output_dir), output_dir / runs.FINAL_NAME]:
             shutil.rmtree(child, ignore_errors=True)
         (output_dir / runs.METRICS_NAME).unlink(missing_ok=True)
-        for name in (runs.TOKENIZER_DIR, runs.BASE_MODEL_DIR, runs.TENSORBOARD_DIR, runs.EVAL_DIR):
+        for name in (runs.TOKENIZER_DIR, runs.BASE_MODEL_DIR, runs.TENSORBOARD_DIR, runs.EVAL_DIR, runs.ESTIMATE_DIR):
             shutil.rmtree(output_dir / name, ignore_errors=True)
         runs.remove_stale_staging(output_dir)
     return None

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from llmft.core.bounds import Range, above, at_least, between, out_of_range
 from llmft.core.errors import LlmftError, did_you_mean
+from llmft.core.runs import run_of_saved_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -278,7 +280,11 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         raise LlmftError(f"{path}: malformed TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise LlmftError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    return config_from_dict(raw, overrides, source=str(path), section_types=section_types)
+    config = config_from_dict(raw, overrides, source=str(path), section_types=section_types)
+    run = run_of_saved_config(path)
+    if run is not None and not any(item.split("=", 1)[0].strip() == "train.output_dir" for item in overrides):
+        config.train.output_dir = str(run)  # where the run lives now, not where it was trained (a moved run)
+    return config
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "",
@@ -319,36 +325,57 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return Config(recipe=recipe_name, section=section, source=source, **{k: built[k] for k in SECTIONS})
 
 
-# (section, key, lowest allowed value, whether the bound itself is allowed)
-_BOUNDS = [
-    ("train", "batch_size", 1, True), ("train", "grad_accum", 1, True), ("train", "learning_rate", 0, False),
-    ("train", "max_steps", 0, True), ("train", "epochs", 0, False), ("train", "save_steps", 0, True),
-    ("train", "save_total_limit", 1, True), ("train", "logging_steps", 1, True), ("train", "threads", 0, True),
-    ("train", "lr_schedule_steps", 0, True),
-    ("train", "warmup_steps", 0, True), ("train", "warmup_ratio", 0, True), ("train", "weight_decay", 0, True),
-    ("train", "max_grad_norm", 0, True), ("data", "max_length", 2, True), ("data", "pack_length", 2, True),
-    ("eval", "batch_size", 1, True), ("eval", "max_new_tokens", 1, True), ("eval", "num_beams", 1, True),
-    ("eval", "temperature", 0, True), ("eval", "max_examples", 0, True), ("adapter", "r", 1, True),
-    ("adapter", "alpha", 1, True), ("train", "eval_steps", -1, True), ("train", "eval_examples", 0, True),
-]
+# Every numeric setting's range, by dotted key; a recipe section's own table is its dataclass's `BOUNDS`.
+BOUNDS: dict[str, Range] = {
+    "model.vocab_size": at_least(1),
+    "model.tiny.hidden_size": at_least(1), "model.tiny.num_layers": at_least(1), "model.tiny.num_heads": at_least(1),
+    "model.tiny.num_kv_heads": at_least(0), "model.tiny.intermediate_size": at_least(0),
+    "model.tiny.max_position_embeddings": at_least(2), "model.tiny.rope_theta": above(0),
+    "model.tiny.digit_stride": at_least(1), "model.tiny.rope_factor": above(0),
+    "adapter.r": at_least(1), "adapter.alpha": at_least(1), "adapter.dropout": between(0, 1, high_open=True),
+    "adapter.reduction_factor": at_least(1),
+    "data.max_length": at_least(2), "data.pack_length": at_least(2),
+    "train.max_steps": at_least(0), "train.epochs": above(0), "train.batch_size": at_least(1),
+    "train.grad_accum": at_least(1), "train.learning_rate": above(0), "train.warmup_steps": at_least(0),
+    "train.warmup_ratio": between(0, 1), "train.lr_schedule_steps": at_least(0), "train.weight_decay": at_least(0),
+    "train.max_grad_norm": at_least(0), "train.adam_beta1": between(0, 1, high_open=True),
+    "train.adam_beta2": between(0, 1, high_open=True), "train.seed": between(0, 2**32 - 1),
+    "train.save_steps": at_least(0), "train.save_total_limit": at_least(1), "train.logging_steps": at_least(1),
+    "train.eval_steps": at_least(-1), "train.eval_examples": at_least(0), "train.threads": at_least(0),
+    "train.random_positions": at_least(0),
+    "eval.batch_size": at_least(1), "eval.max_new_tokens": at_least(1), "eval.num_beams": at_least(1),
+    "eval.temperature": at_least(0), "eval.max_examples": at_least(0), "eval.seed": between(0, 2**32 - 1),
+    "estimate.max_examples": at_least(0), "estimate.project_dimension": at_least(1),
+    "estimate.seed": between(0, 2**32 - 1), "estimate.scale": above(0), "estimate.regularization": above(0),
+    "estimate.positive_rate": Range(0, 1, low_open=True, high_open=True),
+    "estimate.fit_fraction": Range(0, 1, low_open=True), "estimate.batch_size": at_least(1),
+    "estimate.shard_size": at_least(1), "estimate.number_of_subsets": at_least(1),
+    "estimate.subset_size": Range(0, 1, low_open=True), "estimate.approximation_examples": at_least(0),
+}
+
+
+def _dotted(built: dict[str, Any], key: str) -> Any:
+    node: Any = built
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
+    return node
 
 
 def _check_values(built: dict[str, Any]) -> list[str]:
     """Values that type-check but cannot work (a zero batch size, heads not dividing the width)."""
-    errors = []
-    for section, key, low, inclusive in _BOUNDS:
-        value = getattr(built[section], key)
-        if value < low or (value == low and not inclusive):
-            errors.append(f"key '{section}.{key}' must be {'>=' if inclusive else '>'} {low}, got {value!r}")
+    errors = out_of_range(lambda key: _dotted(built, key), BOUNDS, lambda key: f"key '{key}'")
+    for name, section in built.items():
+        table = getattr(section, "BOUNDS", None)
+        if table:
+            errors += out_of_range(lambda key, s=section: getattr(s, key), table, lambda key, n=name: f"key '{n}.{key}'")
+    errors += _estimate_subsets(built["estimate"])
     tiny = built["model"].tiny
-    if tiny.num_heads < 1 or tiny.hidden_size % tiny.num_heads:
+    if tiny.num_heads >= 1 and tiny.hidden_size % tiny.num_heads:
         errors.append(f"key 'model.tiny.num_heads' ({tiny.num_heads}) must divide model.tiny.hidden_size "
                       f"({tiny.hidden_size})")
     elif tiny.num_kv_heads and tiny.num_heads % tiny.num_kv_heads:
         errors.append(f"key 'model.tiny.num_kv_heads' ({tiny.num_kv_heads}) must divide model.tiny.num_heads "
                       f"({tiny.num_heads})")
-    if tiny.digit_stride < 1:
-        errors.append(f"key 'model.tiny.digit_stride' must be >= 1, got {tiny.digit_stride!r}")
     if not 0 <= tiny.digit_offset < tiny.digit_stride:
         errors.append(f"key 'model.tiny.digit_offset' must be >= 0 and below model.tiny.digit_stride "
                       f"({tiny.digit_stride}), got {tiny.digit_offset!r}")
@@ -361,19 +388,24 @@ def _check_values(built: dict[str, Any]) -> list[str]:
     if tiny.positions == "digits" and built["train"].random_positions:
         errors.append("keys 'model.tiny.positions' = 'digits' and 'train.random_positions' exclude each other "
                       "(both set the position ids); set train.random_positions = 0")
-    if tiny.rope_factor <= 0:
-        errors.append(f"key 'model.tiny.rope_factor' must be > 0, got {tiny.rope_factor!r}")
     if not built["train"].output_dir.strip():
         errors.append("key 'train.output_dir' must not be empty")
-    for beta in ("adam_beta1", "adam_beta2"):
-        if not 0 <= getattr(built["train"], beta) < 1:
-            errors.append(f"key 'train.{beta}' must be in [0, 1), got {getattr(built['train'], beta)!r}")
     widths = built["data"].row_widths
     if widths and (min(widths) < 2 or max(widths) > built["data"].pack_length):
         errors.append(f"key 'data.row_widths' must lie between 2 and data.pack_length ({built['data'].pack_length}), "
                       f"got {widths}")
-    if not 0 <= built["adapter"].dropout < 1:
-        errors.append(f"key 'adapter.dropout' must be in [0, 1), got {built['adapter'].dropout!r}")
+    return errors
+
+
+def _estimate_subsets(estimate: EstimateConfig) -> list[str]:
+    """Given subsets name each group once and are not empty (which groups exist is known once data is read)."""
+    errors = []
+    for number, subset in enumerate(estimate.subsets, 1):
+        repeated = sorted({group for group in subset if subset.count(group) > 1})
+        if repeated:
+            errors.append(f"key 'estimate.subsets': subset {number} names group '{repeated[0]}' twice")
+        if not subset:
+            errors.append(f"key 'estimate.subsets': subset {number} is empty")
     return errors
 
 
@@ -407,7 +439,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str, errors: list[str]) ->
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         dotted = f"{prefix}.{key}"
-        if key not in hints:
+        if key not in names:
             hint = did_you_mean(key, names).replace("(did you mean '", f"(did you mean '{prefix}.")
             errors.append(f"unknown key '{dotted}'{hint}")
             continue

@@ -35,22 +35,24 @@ class Endpoint:
     """One model behind an OpenAI-compatible server; the API key comes from `api_key` or `api_key_env`."""
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", api_key: str | None = None,
-                 timeout: float = 60.0, max_retries: int = 4, backoff: float = 1.0):
+                 timeout: float = 60.0, deadline: float = 300.0, max_retries: int = 4, backoff: float = 1.0):
         if not base_url:
             raise LlmftError("endpoint: no URL given (an OpenAI-compatible server, e.g. http://127.0.0.1:8000)")
         self.base_url, self.model = base_url, model
         self.api_key = api_key if api_key is not None else (os.environ.get(api_key_env, "") if api_key_env else "")
-        self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
+        # timeout bounds each socket read; deadline the whole request (connect, headers and every byte of the
+        # body), so a server that drips its reply cannot hold a caller forever.
+        self.timeout, self.deadline, self.max_retries, self.backoff = timeout, deadline, max_retries, backoff
 
     def chat(self, messages: Sequence[dict[str, str]], **params: Any) -> list[str]:
         """The assistant message of each choice (`n` of them) for one conversation."""
         reply = self.post("chat/completions", {"messages": list(messages), **_params(params)})
-        return [str(_field(reply, choice, "message", "content")) for choice in _choices(reply, self.base_url)]
+        return [_field(reply, choice, "message", "content") for choice in _choices(reply, self.base_url)]
 
     def complete(self, prompt: str, **params: Any) -> list[str]:
         """The text of each choice (`n` of them) continuing `prompt`."""
         reply = self.post("completions", {"prompt": prompt, **_params(params)})
-        return [str(_field(reply, choice, "text")) for choice in _choices(reply, self.base_url)]
+        return [_field(reply, choice, "text") for choice in _choices(reply, self.base_url)]
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON to /v1/<path>; retries 429/5xx and connection errors with exponential backoff."""
@@ -63,8 +65,9 @@ class Endpoint:
             last = attempt == self.max_retries
             request = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
+                deadline = time.monotonic() + self.deadline
+                with urllib.request.urlopen(request, timeout=min(self.timeout, self.deadline)) as response:
+                    return json.loads(_read_by(response, deadline))
             except urllib.error.HTTPError as exc:
                 if exc.code in RETRY_STATUS and not last:
                     time.sleep(_retry_after(exc) or self.backoff * 2 ** attempt)
@@ -76,7 +79,7 @@ class Endpoint:
                     continue
                 reason = getattr(exc, "reason", exc)
                 raise LlmftError(f"endpoint {url} unreachable after {self.max_retries + 1} tries: {reason}") from None
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 raise LlmftError(f"endpoint {url}: the reply is not JSON") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -104,6 +107,16 @@ class EndpointGenerator:
         return out
 
 
+def _read_by(response: Any, deadline: float) -> bytes:
+    """The whole body, or TimeoutError once the deadline passes (each read returns what one recv brought)."""
+    parts = []
+    while chunk := response.read1(1 << 16):
+        parts.append(chunk)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the reply did not finish before the request's deadline")
+    return b"".join(parts)
+
+
 def _params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
@@ -122,6 +135,8 @@ def _field(reply: Any, choice: Any, *path: str) -> Any:
             value = value[key]
     except (KeyError, TypeError):
         raise LlmftError(f"endpoint: a choice has no {'.'.join(path)} field") from None
+    if not isinstance(value, str):
+        raise LlmftError(f"endpoint: a choice's {'.'.join(path)} is {json.dumps(value)}, not text")
     return value
 
 

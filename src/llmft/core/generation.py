@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+# Below this, sampling is greedy decoding (and dividing the logits by it would overflow to inf).
+MIN_TEMPERATURE = 1e-5
+
 if TYPE_CHECKING:
     from llmft.core.positions import PositionRules
 
@@ -99,6 +102,8 @@ class HFGenerator:
 
         if not prompts:
             return []
+        if temperature < MIN_TEMPERATURE:
+            temperature = 0.0
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         outputs: list[str] = [""] * len(prompts)
@@ -106,6 +111,7 @@ class HFGenerator:
         pad = self.tokenizer.pad_token_id
         torch.manual_seed(seed)
         self.model.eval()
+        watchable = bool(stop) and self.positions is None and stops_watchable(self.tokenizer, stop)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             width = max(len(encoded[i]) for i in chunk)
@@ -130,7 +136,7 @@ class HFGenerator:
             }
             if temperature > 0:
                 kwargs.update(temperature=temperature, top_k=0, top_p=top_p)
-            if stop:
+            if watchable:
                 kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
             seq2seq = bool(getattr(self.model.config, "is_encoder_decoder", False))
             if device.type == "cpu" and num_beams == 1 and not seq2seq:
@@ -152,6 +158,18 @@ class HFGenerator:
                 text = self.tokenizer.decode([t for t in new_ids if t not in pad_ids])
                 outputs[i] = cut_at_stop(text, stop)[0] if stop else text
         return outputs
+
+
+def stops_watchable(tokenizer: Any, stop: Sequence[str]) -> bool:
+    """Whether transformers can end generation at these stop strings: it refuses any that no token sequence of
+    the vocabulary spells. The text is cut at every stop string after generation either way."""
+    from transformers import StopStringCriteria
+
+    try:
+        StopStringCriteria(tokenizer, list(stop))
+    except ValueError:
+        return False
+    return True
 
 
 def decode_stepwise(model: Any, tokenizer: Any, positions: PositionRules, ids: Any, mask: Any,

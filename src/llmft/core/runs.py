@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # Every file and folder name of a run folder, defined once.
-#   runs/<name>/ {llmft.toml, metrics.jsonl, tokenizer/, base-model/, tb/, checkpoint-N/, final/, eval/}
+#   runs/<name>/ {llmft.toml, metrics.jsonl, tokenizer/, base-model/, tb/, checkpoint-N/, final/, eval/, estimate/}
 #   checkpoint-N/ {adapter or model files, tokenizer, llmft.toml, trainable.safetensors, optimizer.pt,
 #                  trainer_state.json, rng-<rank>.pt}
 CONFIG_NAME = "llmft.toml"
@@ -23,12 +23,14 @@ TOKENIZER_DIR = "tokenizer"  # the run's tokenizer, built once and reused on --r
 BASE_MODEL_DIR = "base-model"  # the random-init (tiny) or init_from-merged base an adapter sits on
 TENSORBOARD_DIR = "tb"
 EVAL_DIR = "eval"
+ESTIMATE_DIR = "estimate"  # llmft estimate's reports and gradient caches
 TRAINABLE_NAME = "trainable.safetensors"
 OPTIMIZER_NAME = "optimizer.pt"
 TRAINER_STATE_NAME = "trainer_state.json"
 RESULTS_NAME = "results.jsonl"
 EVAL_METRICS_NAME = "metrics.json"
 LOCK_NAME = ".llmft.lock"  # one training per run folder
+_CHECKPOINT = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)")
 
 
 def rng_name(rank: int) -> str:
@@ -110,10 +112,24 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
         return []
     found = []
     for child in output_dir.iterdir():
-        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", child.name)
+        match = _CHECKPOINT.fullmatch(child.name)
         if match and child.is_dir():
             found.append((int(match.group(1)), child))
     return [path for _, path in sorted(found)]
+
+
+def run_of_saved_config(path: str | Path) -> Path | None:
+    """The run folder a saved llmft.toml belongs to (the root's own, or the copy in final/ or checkpoint-N/),
+    wherever the run has been moved since; None for any other TOML (a preset)."""
+    path = Path(path)
+    if path.name != CONFIG_NAME:
+        return None
+    folder = path.parent
+    if folder.name == FINAL_NAME or _CHECKPOINT.fullmatch(folder.name):
+        return folder.parent
+    if (folder / METRICS_NAME).is_file() or (folder / FINAL_NAME).is_dir() or checkpoint_dirs(folder):
+        return folder
+    return None
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:

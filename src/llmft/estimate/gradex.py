@@ -127,11 +127,14 @@ def example_outputs(model: Any, examples: Sequence[TokenizedExample], pad_id: in
 
 
 def fingerprint(examples: Sequence[TokenizedExample], params: Sequence[tuple[str, Any]]) -> str:
-    """Identifies the data and the parameter layout a cache was computed for."""
+    """Identifies the data, the parameter layout and the weights themselves a cache was computed for (a retrain
+    into the same folder leaves the layout as it was)."""
     digest = hashlib.sha256()
     for example in examples:
         digest.update(json.dumps([example.input_ids, example.labels]).encode())
     digest.update(json.dumps([(n, p.numel()) for n, p in params]).encode())
+    for _, p in params:
+        digest.update(p.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -154,7 +157,8 @@ def cached_gradients(model: Any, examples: Sequence[TokenizedExample], pad_id: i
     starts = range(0, len(examples), settings.shard_size)
     for number, start in enumerate(starts):
         shard = folder / f"shard-{number:05d}.safetensors"
-        if not shard.is_file():
+        tensors = _load_shard(shard, len(examples[start:start + settings.shard_size]))
+        if tensors is None:
             chunk = examples[start:start + settings.shard_size]
             pieces = [outputs_and_projected_gradients(model, chunk[i:i + settings.batch_size], pad_id, params,
                                                       projection, OUTPUTS[settings.output])
@@ -165,10 +169,25 @@ def cached_gradients(model: Any, examples: Sequence[TokenizedExample], pad_id: i
             staged.replace(shard)
             if progress:
                 print(f"estimate: gradients {min(start + settings.shard_size, len(examples))}/{len(examples)}")
-        tensors = load_file(shard)
+            tensors = load_file(shard)
         outputs.append(tensors["outputs"])
         gradients.append(tensors["gradients"])
     return torch.cat(outputs), torch.cat(gradients)
+
+
+def _load_shard(shard: Path, rows: int) -> dict[str, Any] | None:
+    """A cached shard's tensors; None when it is missing or damaged (cut short by a kill or a full disk)."""
+    from safetensors.torch import load_file
+
+    if not shard.is_file():
+        return None
+    try:
+        tensors = load_file(shard)
+    except Exception:  # safetensors' own error type for a truncated or garbled file
+        return None
+    if set(tensors) != {"outputs", "gradients"} or not len(tensors["outputs"]) == len(tensors["gradients"]) == rows:
+        return None
+    return tensors
 
 
 # --------------------------------------------------------------------------------------------------

@@ -44,8 +44,8 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 def default_estimate_dir(folder: Path) -> Path:
     """runs/<name>/final -> runs/<name>/estimate/final; any other folder -> <folder>/estimate."""
     if folder.name == runs.FINAL_NAME or folder.name.startswith(runs.CHECKPOINT_PREFIX):
-        return folder.parent / "estimate" / folder.name
-    return folder / "estimate"
+        return folder.parent / runs.ESTIMATE_DIR / folder.name
+    return folder / runs.ESTIMATE_DIR
 
 
 def gradient_dir(out_dir: Path, settings: EstimateConfig) -> Path:
@@ -59,7 +59,23 @@ def config_groups(records: Sequence[dict], settings: EstimateConfig, what: str) 
     missing = next((i for i, r in enumerate(records) if settings.group_by not in r), None)
     if missing is not None:
         raise LlmftError(f"estimate.group_by = '{settings.group_by}': {what} record {missing + 1} has no such field")
+    odd = next((i for i, r in enumerate(records) if not isinstance(r[settings.group_by], (str, int))
+                or isinstance(r[settings.group_by], bool)), None)
+    if odd is not None:
+        raise LlmftError(f"estimate.group_by = '{settings.group_by}': {what} record {odd + 1} has "
+                         f"{json.dumps(records[odd][settings.group_by])}, not a group name (a string or integer)")
     return [str(r[settings.group_by]) for r in records]
+
+
+def check_subsets(subsets: Sequence[Sequence[str]], groups: Sequence[str], settings: EstimateConfig) -> None:
+    """Every group a given subset names exists in the data (an unknown one would be silently left out)."""
+    known = set(groups)
+    for number, subset in enumerate(subsets, 1):
+        unknown = [g for g in subset if g not in known]
+        if unknown:
+            by = f"estimate.group_by '{settings.group_by}'" if settings.group_by else "example number (#i)"
+            raise LlmftError(f"estimate.subsets: subset {number} names group '{unknown[0]}', which no record of "
+                             f"estimate.data has as its {by}")
 
 
 def record_key(record: dict) -> str:
@@ -126,15 +142,16 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
         if not path or not Path(path).is_file():
             raise LlmftError(f"{key}: file not found: {path or '(not set)'}")
     out_dir = Path(out) if out else default_estimate_dir(folder)
+    records = read_jsonl(data_path, what="estimate.data")[:settings.max_examples or None]
+    groups = config_groups(records, settings, "estimate.data")
+    check_subsets(settings.subsets, groups, settings)
     _, tokenizer, model = load_for_inference(folder)
     if getattr(model.config, "is_encoder_decoder", False):
         raise LlmftError(f"{folder}: the estimate takes decoder-only (causal LM) runs; this one is encoder-decoder")
     custom = (lambda record: recipe.tokenize(record, tokenizer, config)) if recipe is not None else None
-    records = read_jsonl(data_path, what="estimate.data")[:settings.max_examples or None]
     examples = load_examples(data_path, tokenizer, config.data.max_length, custom, what="estimate.data",
                              limit=settings.max_examples)
     eval_examples = load_examples(eval_path, tokenizer, config.data.max_length, custom, what="estimate.eval_data")
-    groups = config_groups(records, settings, "estimate.data")
     params = estimate_parameters(model, config.adapter.method)
     projection = Projection([(n, p.numel()) for n, p in params], settings.project_dimension, settings.seed)
     pad_id = tokenizer.pad_token_id

@@ -16,6 +16,7 @@ import click
 from llmft.core.errors import LlmftError, did_you_mean
 
 if TYPE_CHECKING:
+    from llmft.core.bounds import Range
     from llmft.core.config import Config
     from llmft.core.data import TokenizedExample
     from llmft.core.generation import Decoded, Generator, Sampling
@@ -31,6 +32,7 @@ class Recipe(Protocol):
     summary: str  # one line, shown by `llmft make-data --help`
     example: str = ""  # a `llmft make-data <name> ...` line that works offline (the sub-command's --help)
     config_section: type | None = None  # dataclass of the recipe's own TOML section `[<name>]`
+    option_bounds: dict[str, Range] = {}  # ranges of the make-data options, by parameter name
     decode_options: bool = False  # whether `decode` reads request options (serve's `llmft` field)
 
     def make_data_params(self) -> list[click.Parameter]:

@@ -16,6 +16,8 @@ from llmft.core.errors import LlmftError
 from llmft.serve.served import ServedModel
 
 MAX_BODY_BYTES = 1 << 20
+MAX_REQUEST_ROWS = 512  # prompts x n of one request: more would hold every other client back for seconds
+BODY_TIMEOUT_S = 10.0  # a request whose body has not arrived by then gets 408
 
 
 def require_serve_deps() -> None:
@@ -29,7 +31,8 @@ def require_serve_deps() -> None:
 
 
 def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, max_batch: int = 32,
-               max_body_bytes: int = MAX_BODY_BYTES, window_s: float = 0.005) -> Any:
+               max_body_bytes: int = MAX_BODY_BYTES, window_s: float = 0.005,
+               max_request_rows: int = MAX_REQUEST_ROWS, body_timeout_s: float = BODY_TIMEOUT_S) -> Any:
     """The FastAPI app; its lifespan starts the batcher and, on shutdown, lets queued requests finish."""
     from contextlib import asynccontextmanager
 
@@ -50,9 +53,10 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, max
 
     app = FastAPI(title="llmft", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.models = {m.name: m for m in models}
+    app.state.max_request_rows = max_request_rows
     # The worker thread tokenizes too; a private copy keeps the request path off the Rust tokenizer's borrow.
     app.state.counters = {m.name: copy.deepcopy(m.tokenizer) for m in models}
     add_error_handlers(app)
-    app.add_middleware(Guard, max_bytes=max_body_bytes, api_key=api_key)
+    app.add_middleware(Guard, max_bytes=max_body_bytes, api_key=api_key, body_timeout_s=body_timeout_s)
     app.include_router(router)
     return app

@@ -105,8 +105,9 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from llmft.core.bottleneck import is_bottleneck_folder
     from llmft.core.generation import HFGenerator
-    from llmft.core.inference import is_adapter
+    from llmft.core.inference import is_adapter, load_for_inference
     from llmft.core.models import load_pretrained, resize_embeddings
     from llmft.core.positions import run_positions
 
@@ -118,7 +119,12 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
                              "adapters on one base must share the tokenizer")
     # served name -> PEFT adapter name (PEFT keys modules by it, so a served name with a dot cannot be one)
     adapters: dict[str, str | None] = {name: None for name, *_ in entries}
-    if not is_adapter(first_folder):
+    if any(is_bottleneck_folder(folder) for _, folder, _, _ in entries):
+        if len(entries) > 1:
+            raise LlmftError("--adapter: a bottleneck run is served alone (its adapters sit inside its own copy "
+                             "of the base)")
+        _, _, model = load_for_inference(first_folder)
+    elif not is_adapter(first_folder):
         model = AutoModelForCausalLM.from_pretrained(first_folder, dtype="auto")
     else:
         quantize = first_config.adapter.method == "qlora"

@@ -21,6 +21,10 @@ class _Item:
     future: Future = field(default_factory=Future)
 
 
+class ShuttingDown(RuntimeError):
+    """A queued request the server will not run: it is stopping."""
+
+
 class Batcher:
     """One worker thread owns the model; `submit` queues prompts and returns a Future of their results.
 
@@ -68,6 +72,16 @@ class Batcher:
                 self._queue.clear()
             self._cond.notify_all()
         self._thread.join(timeout)
+
+    def refuse_queued(self) -> None:
+        """For a shutdown: the batch running finishes, queued items fail with ShuttingDown, new ones are refused."""
+        with self._cond:
+            self._stopping = True
+            for item in self._queue:
+                if item.future.set_running_or_notify_cancel():
+                    item.future.set_exception(ShuttingDown("the server is shutting down"))
+            self._queue.clear()
+            self._cond.notify_all()
 
     def _take(self) -> list[_Item] | None:
         """The next batch, or None once stopping with an empty queue."""

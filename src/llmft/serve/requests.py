@@ -1,16 +1,33 @@
-"""The request bodies of /v1/completions and /v1/chat/completions (pydantic; unknown fields are kept)."""
+"""The request bodies of /v1/completions and /v1/chat/completions (pydantic; unknown fields are kept).
+
+Strict where OpenAI is strict: `"n": "2"`, `"max_tokens": true` or `"stream": "yes"` are 400s, not coerced.
+"""
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_N = 16
+MAX_STOP_CHARS = 1000  # a stop string longer than any completion llmft would write can never match
+INT64 = 2**63  # seeds as vLLM takes them: a signed 64-bit integer
+
+
+def utf8_text(value: Any) -> Any:
+    """A string (or the strings of a list) that encodes as UTF-8: a lone surrogate escape (`\\ud800`) is
+    valid JSON but no tokenizer can encode it."""
+    for text in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("holds a lone surrogate (\\ud800-\\udfff), which is not text") from None
+    return value
 
 
 class SamplingRequest(BaseModel):
     """The fields both endpoints share: the model's name, sampling, streaming and llmft's own options."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -19,18 +36,36 @@ class SamplingRequest(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-INT64, lt=INT64)
     llmft: dict[str, Any] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value: Any) -> Any:
+        if any(len(s) > MAX_STOP_CHARS for s in ([value] if isinstance(value, str) else value or [])):
+            raise ValueError(f"a stop string is longer than {MAX_STOP_CHARS} characters")
+        return utf8_text(value)
 
 
 class CompletionRequest(SamplingRequest):
     prompt: str | list[str]
 
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: Any) -> Any:
+        return utf8_text(value)
+
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: str
     content: str | list[dict[str, Any]] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: Any) -> Any:
+        utf8_text([part.get("text") for part in value] if isinstance(value, list) else value)
+        return value
 
 
 class ChatRequest(SamplingRequest):

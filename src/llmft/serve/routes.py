@@ -21,6 +21,7 @@ from fastapi.responses import StreamingResponse
 
 from llmft.core.errors import LlmftError
 from llmft.core.generation import Decoded, Sampling
+from llmft.serve.batching import ShuttingDown
 from llmft.serve.errors import ApiError
 from llmft.serve.requests import ChatRequest, CompletionRequest, Message, SamplingRequest
 from llmft.serve.served import ServedModel
@@ -37,7 +38,7 @@ def stream_pieces(text: str) -> list[str]:
 
 def run_batch(key: tuple, prompts: list[str]) -> list[Decoded]:
     """The batcher's work: one model's decode over prompts that share sampling and options."""
-    served, sampling, options_json = key
+    served, sampling, options_json = key[:3]
     return served.decode(prompts, sampling, json.loads(options_json))
 
 
@@ -64,6 +65,10 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
     if not prompts:
         raise ApiError(400, "'prompt' must not be empty", param="prompt")
+    limit = request.app.state.max_request_rows
+    if len(prompts) * body.n > limit:
+        raise ApiError(400, f"{len(prompts)} prompts x n {body.n} = {len(prompts) * body.n} completions; one "
+                            f"request asks for at most {limit}", param="prompt", code="too_many_completions")
     sampling = sampling_for(served, body, body.max_tokens)
     counter = request.app.state.counters[served.name]
     counts = [check_length(counter, served, p, sampling.max_new_tokens, "prompt") for p in prompts]
@@ -162,7 +167,11 @@ def chat_prompt(tokenizer: Any, name: str, messages: list[Message]) -> str:
 def submit(request: Request, served: ServedModel, body: SamplingRequest, sampling: Sampling,
            prompts: list[str]) -> Future:
     options = json.dumps(body.llmft or {}, sort_keys=True)
-    key = (served, sampling, options)  # Sampling is frozen and ServedModel hashed by identity
+    key: tuple = (served, sampling, options)  # Sampling is frozen and ServedModel hashed by identity
+    if body.seed is not None and sampling.temperature > 0:
+        # A batch of its own: rows sampled beside other requests' rows would draw other random numbers, and a
+        # seeded answer must be the same batched or alone.
+        key += (object(),)
     try:
         return request.app.state.batcher.submit(key, prompts)
     except RuntimeError:
@@ -183,6 +192,9 @@ async def wait(request: Request, future: Future) -> list[Decoded]:
         return waiting.result()
     except LlmftError as exc:
         raise ApiError(400, str(exc).splitlines()[0], param="llmft") from None
+    except ShuttingDown:
+        raise ApiError(503, "the server is shutting down; retry on another instance", "server_error",
+                       code="shutting_down") from None
 
 
 def finish_reason(counter: Any, decoded: Decoded, sampling: Sampling) -> str:

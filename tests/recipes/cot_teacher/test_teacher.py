@@ -155,13 +155,12 @@ def test_make_data_command_reports_the_teacher_and_fails_clean(tmp_path):
     """`make-data cot-teacher --teacher URL`: a progress line per saved batch, then the teacher's count; a call
     that fails leaves its output folder as it was (a new one is not created, an old one keeps its files)."""
     from click.testing import CliRunner
+    from tests.openai_stub import OpenAIStub
 
     from llmft.cli import cli
     from llmft.core.jsonl import read_jsonl
     from llmft.recipes.cot_teacher.make_data import make_student_data
     from llmft.recipes.cot_teacher.tasks import default_split, load_dataset
-
-    from tests.openai_stub import OpenAIStub
 
     scratch = tmp_path / "scratch"
     make_student_data(scratch, 0, task="multiarith", n=20, template="ft_token")

@@ -3,14 +3,13 @@ student's train.jsonl / eval.jsonl in the chosen format."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
 from llmft.core.errors import LlmftError
-from llmft.core.jsonl import write_jsonl
+from llmft.core.jsonl import read_json, write_jsonl
 from llmft.core.progress import Progress
 from llmft.recipes.cot_teacher.completions import completion_path, load_completions
 from llmft.recipes.cot_teacher.formats import COT_TEMPLATES, check_template, student_input, student_record
@@ -48,14 +47,16 @@ def task_dataset(task: str, dataset_file: str | None, source: str | None, n: int
     return make_dataset(task, generate_samples(task, n or DATASET_SIZES[task], seed, size))
 
 
-def teacher_generator(teacher: str, model: str, chat: bool, batch_size: int) -> tuple[Any, str]:
+def teacher_generator(teacher: str, model: str, chat: bool, batch_size: int,
+                      deadline: float = 300.0) -> tuple[Any, str]:
     """(Generator, name for the completions file) for an endpoint URL or a llmft run folder."""
     if teacher.startswith(("http://", "https://")):
         from llmft.core.endpoint import Endpoint, EndpointGenerator
 
         if not model:
             raise LlmftError("--teacher-model is required with an endpoint URL (the model name to ask for)")
-        return EndpointGenerator(Endpoint(teacher, model), mode="chat" if chat else "completions"), model.replace("/", "_")
+        endpoint = Endpoint(teacher, model, deadline=deadline)
+        return EndpointGenerator(endpoint, mode="chat" if chat else "completions"), model.replace("/", "_")
     folder = Path(teacher)
     if not folder.is_dir():
         raise LlmftError(f"--teacher: '{teacher}' is neither an http(s) URL nor a run folder")
@@ -72,21 +73,22 @@ def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | No
                       teacher_model: str = "", teacher_chat: bool = False, completions_file: str | None = None,
                       samples: int = 1, temperature: float | None = None, max_tokens: int = 128,
                       batch_size: int = 20, stop: tuple[str, ...] = ("END",), template: str = "ft_cot_token",
-                      model_type: str = "decoder", few_shot_prompts: str | None = None) -> dict[str, Path]:
+                      model_type: str = "decoder", few_shot_prompts: str | None = None,
+                      request_deadline: float = 300.0) -> dict[str, Path]:
     check_template(template, model_type)
     dataset = task_dataset(task, dataset_file, source, n, size, seed)
+    train_idx, test_idx = load_split(split_file) if split_file else default_split(task, len(dataset["data"]))
+    select(dataset, train_idx + test_idx)  # every index in range before anything is written
+    exemplars = _few_shot(task, few_shot_prompts, select(dataset, train_idx)) if template == "fs_cot" else ""
     if not dataset_file:
         save_dataset(dataset, out / "dataset.json")
-    train_idx, test_idx = load_split(split_file) if split_file else default_split(task, len(dataset["data"]))
     paths: dict[str, Path] = {}
     if template in COT_TEMPLATES:
-        if samples < 1:
-            raise LlmftError(f"--samples must be >= 1, got {samples}")
         settings = TeacherSettings(samples=samples, max_tokens=max_tokens, batch_size=batch_size, seed=seed,
                                    temperature=(0.0 if samples == 1 else 0.7) if temperature is None else temperature,
                                    stop=tuple(s for s in stop if s))
         if teacher:
-            generator, name = teacher_generator(teacher, teacher_model, teacher_chat, batch_size)
+            generator, name = teacher_generator(teacher, teacher_model, teacher_chat, batch_size, request_deadline)
             if teacher.startswith(("http://", "https://")):
                 settings.concurrency = batch_size  # the batch's prompts as parallel requests
             path = Path(completions_file) if completions_file else completion_path(
@@ -112,7 +114,6 @@ def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | No
     elif template == "ft_token":
         train = [student_record(s, "ft_token", model_type) for s in select(dataset, train_idx)]
         paths["train"] = write_jsonl(out / "train.jsonl", [dict(r, task=task) for r in train])
-    exemplars = _few_shot(task, few_shot_prompts, select(dataset, train_idx)) if template == "fs_cot" else ""
     held_out = [{"prompt": student_input(s, template, model_type, exemplars), "answer": s["answer"],
                  "sample_index": s["sample_index"], "task": task, "template": template}
                 for s in select(dataset, test_idx)]
@@ -122,8 +123,9 @@ def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | No
 
 def _few_shot(task: str, prompts_file: str | None, train: list[dict[str, Any]]) -> str:
     if prompts_file:
-        raw = json.loads(Path(prompts_file).read_text(encoding="utf-8"))
-        if task not in raw or "prompt" not in raw[task]:
+        raw = read_json(prompts_file, what="--few-shot-prompts file")
+        if not isinstance(raw, dict) or not isinstance(raw.get(task), dict) or not isinstance(
+                raw[task].get("prompt"), str):
             raise LlmftError(f"--few-shot-prompts {prompts_file}: no prompt for '{task}'")
         return raw[task]["prompt"]
     worked = [s for s in train if s.get("rationale")]

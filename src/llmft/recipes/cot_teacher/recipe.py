@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from llmft.core.bounds import above, at_least
 from llmft.recipes.base import Recipe
 from llmft.recipes.cot_teacher.formats import STUDENT_TEMPLATES
 from llmft.recipes.cot_teacher.tasks import TASK_KEYS
@@ -32,6 +33,8 @@ class CotTeacherRecipe(Recipe):
     summary = "Fine-tune-CoT (Ho et al. 2023): teacher rationales, filtered by answer, train a small student."
     example = "llmft make-data cot-teacher --task coin_flip --n 200 --format ft_token --show 1"
     config_section = CotTeacherConfig
+    option_bounds = {"n": at_least(0), "size": at_least(0), "samples": at_least(1), "temperature": at_least(0),
+                     "max_tokens": at_least(1), "batch_size": at_least(1), "request_deadline": above(0)}
 
     def make_data_params(self) -> list[click.Parameter]:
         return [
@@ -58,6 +61,9 @@ class CotTeacherRecipe(Recipe):
                          help="Teacher temperature for the rationale (default: 0 for one sample, 0.7 for several)."),
             click.Option(["--max-tokens"], type=int, default=128, show_default=True, help="Teacher tokens per step."),
             click.Option(["--batch-size"], type=int, default=20, show_default=True, help="Prompts per teacher call."),
+            click.Option(["--request-deadline"], type=float, default=300.0, show_default=True, metavar="SECONDS",
+                         help="Total deadline per teacher request: connecting, waiting and reading the whole reply; "
+                              "a request past it fails and is retried like a dropped connection."),
             click.Option(["--stop"], multiple=True, default=("END",), show_default=True,
                          help="Teacher stop string, as the reference sends with every request; --stop '' sends none."),
             click.Option(["--format", "template"], type=click.Choice(STUDENT_TEMPLATES), default="ft_cot_token",

@@ -96,13 +96,17 @@ def default_split(task: str, size: int | None = None) -> tuple[list[int], list[i
 
 
 def load_split(path: str | Path) -> tuple[list[int], list[int]]:
-    """A reference split file (`data/split/<task>__<split>.json`: {"train": [...], "test": [...]})."""
-    path = Path(path)
-    if not path.is_file():
-        raise LlmftError(f"split file not found: {path}")
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    """A reference split file (`data/split/<task>__<split>.json`: {"train": [...], "test": [...]}), its two
+    index lists disjoint (a test question trained on would score the student on what it saw)."""
+    raw = read_json(path, what="split file")
     if not isinstance(raw, dict) or not {"train", "test"} <= set(raw):
         raise LlmftError(f"{path}: a split file needs 'train' and 'test' index lists")
+    for key in ("train", "test"):
+        if not isinstance(raw[key], list) or not all(type(i) is int for i in raw[key]):
+            raise LlmftError(f"{path}: '{key}' must be a list of integer sample indices")
+    both = sorted(set(raw["train"]) & set(raw["test"]))
+    if both:
+        raise LlmftError(f"{path}: {len(both)} test indices are also in train (first: {both[0]})")
     return list(raw["train"]), list(raw["test"])
 
 

@@ -4,6 +4,7 @@ run re-asks nothing; then the student training records from the samples whose fi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,21 +45,25 @@ def run_teacher(generator: Any, samples: Sequence[dict[str, Any]], path: str | P
                 on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Ask the teacher about every sample (a Dataset's data rows) and return the CompletionDataset at `path`.
 
-    Resumable: what the file at `path` already holds is kept and never asked again. `on_batch(done, total)`
-    reports progress after each saved batch.
+    Resumable: answers the file at `path` holds for the same question under the same settings are kept and
+    never asked again; a question whose text changed is asked afresh. `on_batch(done, total)` reports progress
+    after each saved batch.
     """
     path = Path(path)
     key = completion_key(settings)
+    asked = _asked_how(settings)
     if path.exists():
         completions = load_completions(path)
         meta = completions["metadata"]
-        for field, expected in (("dataset_key", task), ("base_model", teacher_name), ("completion_key", key)):
-            if meta.get(field) != expected:
-                raise LlmftError(f"{path}: holds {field} '{meta.get(field)}', not '{expected}'; use another --out")
+        expected = {"dataset_key": task, "base_model": teacher_name, "completion_key": key, **asked}
+        for field, value in expected.items():
+            if field in meta and meta[field] != value:
+                raise LlmftError(f"{path}: holds {field} {json.dumps(meta[field])}, not {json.dumps(value)}; "
+                                 "use another --out")
+        meta.update(asked)
     else:
         completions = new_completions(teacher_name, key, task, "zs_cot", reasoning_temperature=settings.temperature,
-                                      reasoning_max_tokens=settings.max_tokens, temperature=0.0,
-                                      max_tokens=settings.max_tokens)
+                                      temperature=0.0, **asked)
     _populate(completions, samples, settings.samples)
     save_completions(completions, path)
     rows = [c for sample in samples for c in completions["data"][sample["sample_index"]][:settings.samples]]
@@ -90,6 +95,15 @@ def run_teacher(generator: Any, samples: Sequence[dict[str, Any]], path: str | P
             row["prompt"] = zs_cot_step2(row["reasoning_prompt"], row["reasoning_completion"])
     ask([r for r in rows if "completion" not in r], "prompt", "completion", 0.0, settings.seed)
     return completions
+
+
+def _asked_how(settings: TeacherSettings) -> dict[str, Any]:
+    """The settings besides the question that decide an answer: lengths, stop strings, and the seed when sampled."""
+    how: dict[str, Any] = {"reasoning_max_tokens": settings.max_tokens, "max_tokens": settings.max_tokens,
+                           "stop": list(settings.stop)}
+    if settings.temperature > 0:
+        how["seed"] = settings.seed
+    return how
 
 
 def _generate(generator: Any, prompts: list[str], concurrency: int,
@@ -124,6 +138,8 @@ def _populate(completions: dict[str, Any], samples: Sequence[dict[str, Any]], co
         while len(rows) < count:
             rows.append({})
         for position, row in enumerate(rows):
+            if (row.get("question"), row.get("answer")) != (sample["question"], sample["answer"]):
+                row.clear()  # answers to another question at this index (a new dataset): asked again
             row.update(sample_index=index, completion_index=position, question=sample["question"],
                        answer=sample["answer"])
             row.setdefault("reasoning_prompt", zs_cot_step1(sample["question"]))

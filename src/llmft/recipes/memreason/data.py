@@ -12,12 +12,14 @@ joined by " \\n", then "\\n The answer is: " + answer + "\\n ". Variant "answer-
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmft.core.errors import LlmftError
+from llmft.core.jsonl import read_jsonl
 from llmft.recipes.memreason.tokens import TAGS, absorb_space_before_tokens, token_text
 
 DATASETS = ("strategyqa", "commonsenseqa", "truthfulqa")
@@ -169,9 +171,7 @@ def load_reference(dataset: str, inputs: Sequence[str], report: Report) -> dict[
     for name in files:
         for index, record in enumerate(_read_json(name)):
             where = f"{name}#{index}"
-            missing = [k for k in ("question", "answer", "cot_steps") if k not in record]
-            if missing:
-                raise LlmftError(f"--input: {where}: record has no '{missing[0]}' (expected the reference's schema)")
+            check_reference_record(record, where)
             split = record.get("split")
             if split not in ("train", "test"):
                 report.add("with no train/test split (left out, as the reference does)", where)
@@ -180,8 +180,38 @@ def load_reference(dataset: str, inputs: Sequence[str], report: Report) -> dict[
     return splits
 
 
+def check_reference_record(record: dict, where: str) -> None:
+    """The reference's schema, strictly: a missing key or null (the json builder fills absent keys with null)
+    would otherwise train "None", and a string of steps would be split into characters."""
+    for key in ("question", "answer", "cot_steps"):
+        if key not in record or (record[key] is None and key != "cot_steps"):
+            raise LlmftError(f"--input: {where}: record has no '{key}' (expected the reference's schema)")
+    if not isinstance(record["question"], str):
+        raise LlmftError(f"--input: {where}: 'question' must be a string, got {record['question']!r}")
+    if not isinstance(record["answer"], (str, bool, int, float)):
+        raise LlmftError(f"--input: {where}: 'answer' must be a string, number or boolean, got {record['answer']!r}")
+    steps = record["cot_steps"]
+    if steps is not None and (not isinstance(steps, list) or not all(isinstance(x, str) for x in steps)):
+        raise LlmftError(f"--input: {where}: 'cot_steps' must be a list of strings, got {steps!r:.60}")
+    empty = [number for number, step in enumerate(steps or [], 1) if not strip_tags(step).strip()]
+    if empty:
+        raise LlmftError(f"--input: {where}: step {empty[0]} of 'cot_steps' is empty")
+
+
 def _read_json(name: str) -> list[dict]:
-    """One file's records through datasets' json builder (a JSON list or JSON lines; URLs download)."""
+    """One file's records: a JSON list or JSON lines; a URL through datasets' json builder (it downloads)."""
+    if Path(name).is_file():
+        try:
+            raw = json.loads(Path(name).read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise LlmftError(f"--input: {name}: not UTF-8 (byte {exc.start}: {exc.reason})") from None
+        except json.JSONDecodeError:
+            return read_jsonl(name, what="--input")
+        records = raw if isinstance(raw, list) else [raw]
+        bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise LlmftError(f"--input: {name}#{bad}: a record must be a JSON object")
+        return records
     import datasets
 
     datasets.disable_progress_bars()

@@ -6,10 +6,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import click
 
+from llmft.core.bounds import Range, at_least
 from llmft.core.errors import LlmftError
 from llmft.recipes.base import Recipe
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 @dataclass
 class MemreasonConfig:
     """[memreason]: the data variant and planning tokens (equal to the make-data options), loss mask, reporting."""
+
+    BOUNDS: ClassVar[dict[str, Range]] = {"num_prefix_tokens": at_least(1), "num_special_tokens": at_least(0)}
 
     # tokens: planning tokens (the method); cot: tagged steps as plain text; answer-only: no steps.
     variant: Literal["tokens", "cot", "answer-only"] = "tokens"
@@ -53,6 +56,8 @@ class MemreasonRecipe(Recipe):
     summary = ("Memory/reasoning steps as trained planning tokens (Jin et al. 2025); StrategyQA, "
                "CommonsenseQA, TruthfulQA from the reference's JSON, or --synthetic N offline.")
     config_section = MemreasonConfig
+    option_bounds = {"synthetic": at_least(0), "synthetic_test": at_least(0), "num_prefix_tokens": at_least(1),
+                     "num_special_tokens": at_least(0)}
 
     def make_data_params(self) -> list[click.Parameter]:
         from llmft.recipes.memreason.data import DATASETS, VARIANTS
@@ -84,8 +89,6 @@ class MemreasonRecipe(Recipe):
 
         p, s = options.get("num_prefix_tokens", 2), options.get("num_special_tokens", 4)
         synthetic, variant = options.get("synthetic", 0), options.get("variant", "tokens")
-        if p < 1 or s < 0 or synthetic < 0:
-            raise LlmftError("--num-prefix-tokens must be 1 or more, --num-special-tokens and --synthetic 0 or more")
         report = Report()
         if synthetic:
             raw = synthetic_splits(synthetic, options.get("synthetic_test", 200), random.Random(seed))

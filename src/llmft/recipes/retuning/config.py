@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
+
+from llmft.core.bounds import Range, at_least
 
 
 @dataclass
 class RetuningConfig:
     """[retuning]: the task and format the run trains on, and the recursion limit at evaluation."""
+
+    BOUNDS: ClassVar[dict[str, Range]] = {"max_size": at_least(0), "max_depth": at_least(0)}
 
     task: Literal["addition", "parity", "dp"] = "addition"
     format: Literal["recursive", "scratchpad", "baseline"] = "recursive"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from llmft.core.bounds import at_least
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import write_jsonl
 from llmft.recipes.base import Recipe
@@ -32,6 +33,8 @@ class RetuningRecipe(Recipe):
                "--no-resample --show 1")
     summary = "Re-Tuning (Pasewark et al. 2024): recursive addition, parity and DP; accuracy by size."
     config_section = RetuningConfig
+    option_bounds = {"min_size": at_least(0), "max_size": at_least(0), "eval_max_size": at_least(0), "n": at_least(0),
+                     "eval_n": at_least(1)}
     decode_options = True  # recursion=False
 
     def make_data_params(self) -> list[click.Parameter]:
@@ -49,8 +52,6 @@ class RetuningRecipe(Recipe):
         if eval_max_size < max_size:
             raise LlmftError(f"make-data retuning: --eval-max-size ({eval_max_size}) must be >= --max-size "
                              f"({max_size})")
-        if n < 0 or eval_n < 1:
-            raise LlmftError(f"make-data retuning: --n must be >= 0 and --eval-n >= 1, got {n} and {eval_n}")
         if not n and (min_size, max_size) == (low, high) and resample:
             click.echo(f"make-data retuning: no --n, so this writes the reference's full GPU-size {task} set "
                        f"({FULL_SET_NOTE.get(task, 'every problem')}); for a CPU run pass e.g. "

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from llmft.core import runs
+from llmft.core.bounds import Range, at_least
 from llmft.core.errors import LlmftError
 from llmft.core.generation import Sampling
 from llmft.core.jsonl import read_jsonl, write_jsonl
@@ -32,6 +33,7 @@ class SftRecipe(Recipe):
     name = "sft"
     summary = "Any prompt/completion JSONL (or a toy task); eval = exact match of the completion."
     config_section = SftSection
+    option_bounds = {"n": at_least(1), "eval_n": at_least(1), "eval_fraction": Range(0, 1, low_open=True, high_open=True)}
     example = "llmft make-data sft --toy caesar --n 2000 --show 3"
 
     def make_data_params(self) -> list[click.Parameter]:
@@ -50,10 +52,6 @@ class SftRecipe(Recipe):
                   n: int = 2000, eval_n: int = 200, eval_fraction: float = 0.1) -> dict[str, Path]:
         if bool(input_file) == bool(toy):
             raise LlmftError("make-data sft: give exactly one of --input FILE or --toy TASK")
-        if n < 1 or eval_n < 1:
-            raise LlmftError(f"make-data sft: --n and --eval-n must be >= 1, got {n} and {eval_n}")
-        if not 0 < eval_fraction < 1:
-            raise LlmftError(f"make-data sft: --eval-fraction must be between 0 and 1, got {eval_fraction}")
         if toy:
             train, held_out = toy_split(toy, n, eval_n, seed)
             out = out or Path("data/sft") / toy

@@ -6,10 +6,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
+from llmft.core.bounds import Range, at_least
 from llmft.core.errors import LlmftError
 from llmft.recipes.base import Recipe
 from llmft.recipes.squad.data import SPLIT_SEED, SYSTEM_PROMPT, pause_text, pause_tokens
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 @dataclass
 class SquadConfig:
     """[squad]: how the data was made (keep it equal to the make-data options) and how to evaluate."""
+
+    BOUNDS: ClassVar[dict[str, Range]] = {"num_pause_tokens": at_least(0)}
 
     # k pause tokens <blah_0>..<blah_{k-1}> open every assistant turn (the reference's best run used 5).
     # Their embeddings train (adapter.method "prompt-tuning" or LoRA, which trains new tokens); their
@@ -40,6 +43,7 @@ class SquadRecipe(Recipe):
     example = "llmft make-data squad --synthetic 2000 --show 1"
     summary = "SQuAD v2 as chat prompts answered in JSON (llama-squad); --synthetic N works offline."
     config_section = SquadConfig
+    option_bounds = {"synthetic": at_least(0), "num_pause_tokens": at_least(0), "train_n": at_least(0), "eval_n": at_least(0)}
 
     def make_data_params(self) -> list[click.Parameter]:
         return [
@@ -89,8 +93,6 @@ class SquadRecipe(Recipe):
         k, multi_turn = options.get("num_pause_tokens", 0), options.get("multi_turn", False)
         distinct, dedent_quirk = not options.get("single_pause_token", False), options.get("dedent_quirk", True)
         synthetic = options.get("synthetic", 0)
-        if k < 0 or synthetic < 0:
-            raise LlmftError("--num-pause-tokens and --synthetic must be 0 or more")
         rng = random.Random(seed)
         if synthetic:
             splits = synthetic_splits(synthetic, rng)

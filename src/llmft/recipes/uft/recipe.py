@@ -6,10 +6,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import click
 
+from llmft.core.bounds import Range, above, at_least, between
 from llmft.core.errors import LlmftError
 from llmft.core.jsonl import write_jsonl
 from llmft.recipes.base import Recipe
@@ -23,6 +24,11 @@ TOKENIZER_TEXTS = 500_000
 @dataclass
 class UftConfig:
     """[uft]: the feature under study, the evaluation sets, the generation score and the probes."""
+
+    BOUNDS: ClassVar[dict[str, Range]] = {
+        "loss_examples": at_least(0), "n_generations": at_least(0), "temperature": at_least(0),
+        "story_tokens": at_least(1), "judge_shots": at_least(0), "probe_examples": at_least(1),
+        "probe_steps": at_least(0), "probe_lr": above(0), "probe_batch": at_least(1)}
 
     feature: str = "Twist"  # the deleted (and recovered) feature
     # Loss sets (JSONL of text records); "" = skipped, except id_set which defaults to data.eval.
@@ -92,6 +98,7 @@ class UftRecipe(Recipe):
     name = "uft"
     summary = "Feature-tagged TinyStories: deletion and recovery fine-tuning, generation score, probes."
     config_section = UftConfig
+    option_bounds = {"n_stories": at_least(0), "n_eval": at_least(0), "feature_rate": between(0, 1), "vocab_size": at_least(0)}
 
     def make_data_params(self) -> list[click.Parameter]:
         return _options()
