@@ -175,7 +175,8 @@ def submit(request: Request, served: ServedModel, body: SamplingRequest, samplin
     try:
         return request.app.state.batcher.submit(key, prompts)
     except RuntimeError:
-        raise ApiError(503, "the server is shutting down", "server_error") from None
+        raise ApiError(503, "the server is shutting down; retry on another instance", "server_error",
+                       code="shutting_down") from None
 
 
 async def wait(request: Request, future: Future) -> list[Decoded]:
