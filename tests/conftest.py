@@ -72,6 +72,14 @@ def tiny_config(tmp_path: Path, train_file: Path, eval_file: Path | None = None,
     return recipe_config(raw, source="test")
 
 
+def fresh_accelerate() -> None:
+    """Forget accelerate's process-wide state, so the next training in this process may take another precision."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 def train_run(config: Config, **options):
     """The trainer with the config's own recipe, as `llmft train` calls it."""
     from llmft.core.trainer import train

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmft.cli import cli
-from tests.conftest import REPO
+from tests.conftest import REPO, fresh_accelerate
 
 README = REPO / "README.md"
 PAGES = sorted((REPO / "docs").rglob("*.md"))
@@ -225,7 +225,7 @@ def run_readme(text: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> tupl
             check_parses(args)
             parsed.append(command)
             continue
-        _fresh_accelerate()  # each command is its own process for a user (presets differ in bf16)
+        fresh_accelerate()  # each command is its own process for a user (presets differ in bf16)
         result = CliRunner().invoke(cli, small(args), catch_exceptions=False)
         if "vllm" in args:  # no vLLM on this machine: one line, exit 2
             assert result.exit_code == 2 and result.output.strip().startswith("error: "), result.output
@@ -234,13 +234,6 @@ def run_readme(text: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> tupl
         assert result.exit_code == 0, f"README line {number}: {command}\n{result.output[-3000:]}"
         outputs.append(result.output)
     return outputs, parsed
-
-
-def _fresh_accelerate() -> None:
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 def _env() -> dict[str, str]:
