@@ -28,8 +28,11 @@ def scaled_down_losses(tmp_path: Path, overrides: list[str]) -> list[float]:
     config, _ = load_recipe_config(DEMO_PRESET, [
         *SCALED_DOWN, f"data.train={paths['train']}", f"data.eval={paths['eval']}",
         f"train.output_dir={tmp_path / 'run'}", *overrides])
-    fresh_accelerate()  # the other precision may have trained in this process
-    return train_run(config).losses
+    fresh_accelerate()  # accelerate keeps one precision per process: start this one's, leave none behind
+    try:
+        return train_run(config).losses
+    finally:
+        fresh_accelerate()
 
 
 @pytest.mark.parametrize("bf16", ["false", "true"])
