@@ -38,6 +38,8 @@ demo: $(STAMP)
 	bash scripts/demo.sh $(ARGS)
 	$(ACTIVATE)
 
+# Budget: a fresh clone's `make test` takes ~5 min on 2 idle cores (install ~1.5 min, pytest ~3.5 min; the demo's
+# canary ~1 min of it); keep it under 15 min, and mark longer end-to-end runs `slow` (make test-slow).
 test: $(EXTRAS)
 	$(BIN)/python -m pytest -q
 	$(ACTIVATE)

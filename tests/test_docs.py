@@ -133,7 +133,7 @@ def test_readme_fits_a_screenful_and_links_resolve() -> None:
 def test_readme_command_extraction() -> None:
     commands = [c for _, c in readme_commands(all_docs())]
     assert "make demo    # creates .venv, installs, trains a tiny Re-Tuning addition model from scratch, evaluates " \
-           "it (4-6 min)" in commands
+           "it (~6 min)" in commands
     assert any(c.startswith("source .venv/bin/activate") for c in
                README.read_text(encoding="utf-8").split(FIRST_HOUR_END)[0].splitlines()[:12])
     assert any(c.startswith("llmft eval --adapter runs/retuning-addition-recursive/final --adapter") for c in commands)
