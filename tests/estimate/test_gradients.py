@@ -5,6 +5,7 @@ from llmft.core.bottleneck import BottleneckSpec, add_bottlenecks
 from llmft.core.data import IGNORE, TokenizedExample
 from llmft.estimate.gradients import (
     Projection,
+    cot_logit_outputs,
     estimate_parameters,
     gold_logit_outputs,
     outputs_and_projected_gradients,
@@ -101,4 +102,38 @@ def test_batched_gradients_agree_with_the_core_per_example_gradients():
     _, projected = outputs_and_projected_gradients(model, items, 0, params, projection,
                                                    output=lambda logits, labels: token_losses(logits, labels).sum(1))
     dense = torch.stack(list(per_example_gradients(model, items, 0, reduction="sum")))
+    torch.testing.assert_close(projected, dense @ projection.dense(), atol=1e-4, rtol=1e-4)
+
+
+def test_cot_output_is_the_reference_cot_scripts_by_hand():
+    """Two tokens trained, p = 1/2 and p = e^2 / (e^2 + 1): f = mean of log(q / (1 - q + 1e-10)), q = p - 1e-3."""
+    import math
+
+    logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 0.0]]])
+    labels = torch.tensor([[IGNORE, 1, 0]])
+    p = [0.5, math.exp(2) / (math.exp(2) + 1)]
+    expected = sum(math.log((q - 1e-3) / (1 - (q - 1e-3) + 1e-10)) for q in p) / 2
+    assert abs(float(cot_logit_outputs(logits, labels)[0]) - expected) < 1e-6
+    # The instruction code's shift differs: p = 0.88 stays, 0.5 stays, so its f is the plain log-odds here.
+    assert abs(float(gold_logit_outputs(logits, labels)[0]) - sum(math.log(q / (1 - q)) for q in p) / 2) < 1e-6
+
+
+def test_lora_runs_move_the_adapted_layers_biases_as_bias_lora_only():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, attention_bias=True)
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
+    names = [n for n, _ in estimate_parameters(model, "lora")]
+    assert [n for n in names if "bias" in n] == ["base_model.model.model.layers.0.self_attn.q_proj.base_layer.bias"]
+    assert not any("bias" in n for n, _ in estimate_parameters(model, "lora", lora_bias=False))
+    params = estimate_parameters(model, "lora")
+    projection = Projection([(n, p.numel()) for n, p in params], dim=6, seed=0)
+    _, projected = outputs_and_projected_gradients(model, examples(), 0, params, projection)
+    assert not dict(params)["base_model.model.model.layers.0.self_attn.q_proj.base_layer.bias"].requires_grad
+    for _, param in params:  # frozen in the run (bias="none"); the estimate differentiates it anyway
+        param.requires_grad_(True)
+    _, dense = dense_gradients(model, examples(), params)
     torch.testing.assert_close(projected, dense @ projection.dense(), atol=1e-4, rtol=1e-4)

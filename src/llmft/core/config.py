@@ -196,11 +196,17 @@ class EstimateConfig:
     data: str = ""  # JSONL whose per-example gradients are taken; "" = data.train
     eval_data: str = ""  # JSONL the estimated models' loss is measured on; "" = data.eval
     max_examples: int = 0  # 0 = all of `data`
-    # f_i whose gradients are taken: "logit" = the reference's mean gold-token log-odds; "loss" = minus the
-    # mean token loss (an option of ours: the direction fine-tuning itself starts along).
-    output: Literal["logit", "loss"] = "logit"
+    # f_i whose gradients are taken: "logit" = the reference's mean gold-token log-odds with its instruction
+    # code's shifts; "cot-logit" = the same with its CoT script's p - 1e-3; "loss" = minus the mean token loss
+    # (an option of ours: the direction fine-tuning itself starts along).
+    output: Literal["logit", "cot-logit", "loss"] = "logit"
     project_dimension: int = 200  # d of the random projection
     seed: int = 0  # projection matrix, random labels and sampled subsets
+    # Independent projections (and label draws) per subset, from one gradient pass: the estimate is their mean,
+    # their min-max its spread; a subset is "chosen" only when its spread clears every other subset's.
+    repeats: int = 3
+    lora_bias: bool = True  # LoRA runs: also move the adapted layers' biases (the reference's bias="lora_only")
+    clusters: int = 0  # > 0: the groups are this many k-means clusters of the projected gradients
     scale: float = 0.05  # |update| = scale x |meta-initialisation's adapter parameters|
     regularization: float = 1e-4  # C of the L2 logistic regression
     positive_rate: float = 0.7  # P(label = 1) of the random labels
@@ -209,7 +215,7 @@ class EstimateConfig:
     shard_size: int = 256  # examples per cached gradient file
     group_by: str = ""  # record field naming each example's group (e.g. "task"); "" = one group per example
     number_of_subsets: int = 8
-    subset_size: float = 0.5  # share of the groups in each sampled subset
+    subset_size: float = 0.5  # share of the groups in each sampled subset: int(size x groups), at least 1
     subsets: list[list[str]] = field(default_factory=list)  # given subsets (group names) instead of sampled ones
     approximation_examples: int = 0  # > 0: the first-order approximation error on this many examples
     metric: bool = False  # also run the recipe's evaluation on each estimated model
@@ -346,6 +352,7 @@ BOUNDS: dict[str, Range] = {
     "eval.batch_size": at_least(1), "eval.max_new_tokens": at_least(1), "eval.num_beams": at_least(1),
     "eval.temperature": at_least(0), "eval.max_examples": at_least(0), "eval.seed": between(0, 2**32 - 1),
     "estimate.max_examples": at_least(0), "estimate.project_dimension": at_least(1),
+    "estimate.repeats": at_least(1), "estimate.clusters": at_least(0),
     "estimate.seed": between(0, 2**32 - 1), "estimate.scale": above(0), "estimate.regularization": above(0),
     "estimate.positive_rate": Range(0, 1, low_open=True, high_open=True),
     "estimate.fit_fraction": Range(0, 1, low_open=True), "estimate.batch_size": at_least(1),

@@ -2,8 +2,10 @@
 
 The output of example i is f_i = the mean, over its trained tokens, of the gold token's logit
 log(p / (1 - p)); p is shifted away from 0 and 1 first (p > 0.9: -0.01; p < 0.001: +0.01), as the
-reference's instruction-tuning code does. Gradients are taken over the adapter's parameters minus the
-reference's excluded names (embeddings, LM head, norms) and projected with a seeded +-1/sqrt(d) matrix P.
+reference's instruction-tuning code does ("logit"), or p - 1e-3 with log(p / (1 - p + 1e-10)) as its CoT code
+does ("cot-logit"). Gradients are taken over the adapter's parameters (for LoRA also the biases of the adapted
+layers, as the reference's bias="lora_only") minus the reference's excluded names (embeddings, LM head, norms)
+and projected with seeded +-1/sqrt(d) matrices P, one per repeat.
 
 Per-example gradients come from one batched forward and backward: every parameter taken lives in an
 nn.Linear, whose per-example weight gradient is sum_t delta_t x_t^T (inputs saved by a forward hook,
@@ -25,12 +27,13 @@ from llmft.core.packing import single_rows
 EXCLUDED_NAMES = ("shared", "lm_head", "wte", "wpe", "ln", "layer_norm", "embed_tokens", "norm")
 
 
-def estimate_parameters(model: Any, method: str) -> list[tuple[str, Any]]:
-    """The adapter's parameters the estimate moves, in model order, minus EXCLUDED_NAMES."""
+def estimate_parameters(model: Any, method: str, lora_bias: bool = True) -> list[tuple[str, Any]]:
+    """The adapter's parameters the estimate moves, in model order, minus EXCLUDED_NAMES; with `lora_bias`
+    a LoRA run's adapted layers' biases too (PEFT names them `<layer>.base_layer.bias`)."""
     from llmft.core.bottleneck import is_bottleneck_param
 
     if method in ("lora", "qlora", "lora+prompt-tuning"):
-        keep = lambda name: "lora_" in name  # noqa: E731
+        keep = lambda name: "lora_" in name or (lora_bias and name.endswith(".base_layer.bias"))  # noqa: E731
     elif method == "bottleneck":
         keep = is_bottleneck_param
     elif method == "full":
@@ -60,6 +63,19 @@ def gold_logit_outputs(logits: Any, labels: Any) -> Any:
     return (odds * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
+def cot_logit_outputs(logits: Any, labels: Any) -> Any:
+    """f_i per example [B] as the reference's CoT script: mean over trained positions of
+    log(q / (1 - q + 1e-10)) with q = p - 1e-3 of the gold next token."""
+    import torch
+
+    targets = labels[:, 1:]
+    mask = targets != -100
+    probs = torch.softmax(logits[:, :-1].float(), dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    q = probs - 1e-3
+    odds = torch.log(q / (1 - q + 1e-10))
+    return (odds * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
 def negative_loss_outputs(logits: Any, labels: Any) -> Any:
     """f_i = minus the mean next-token loss over trained positions [B] (an option; not the reference's)."""
     from llmft.core.scoring import token_losses
@@ -68,7 +84,8 @@ def negative_loss_outputs(logits: Any, labels: Any) -> Any:
     return -losses.sum(1) / (labels[:, 1:] != -100).sum(1).clamp(min=1)
 
 
-OUTPUTS: dict[str, Callable[[Any, Any], Any]] = {"logit": gold_logit_outputs, "loss": negative_loss_outputs}
+OUTPUTS: dict[str, Callable[[Any, Any], Any]] = {"logit": gold_logit_outputs, "cot-logit": cot_logit_outputs,
+                                                  "loss": negative_loss_outputs}
 
 
 @dataclass
@@ -115,6 +132,11 @@ class Projection:
         return sum(self.block(i).T @ self.block(i) for i in range(len(self.shapes)))
 
 
+def repeat_projections(shapes: list[tuple[str, int]], dim: int, seed: int, repeats: int) -> list[Projection]:
+    """One independent P per repeat; repeat 0 is P of `seed` itself."""
+    return [Projection(shapes, dim, seed + 1_000_000 * j) for j in range(repeats)]
+
+
 def _linear_owners(model: Any, params: Sequence[tuple[str, Any]]) -> list[tuple[Any, str]]:
     """(nn.Linear, "weight"|"bias") owning each parameter; a parameter outside a Linear is an error."""
     import torch
@@ -135,10 +157,11 @@ def _linear_owners(model: Any, params: Sequence[tuple[str, Any]]) -> list[tuple[
 
 
 def outputs_and_projected_gradients(model: Any, examples: Sequence[TokenizedExample], pad_id: int,
-                                    params: Sequence[tuple[str, Any]], projection: Projection,
+                                    params: Sequence[tuple[str, Any]], projections: Projection | Sequence[Projection],
                                     output: Callable[[Any, Any], Any] = gold_logit_outputs) -> tuple[Any, Any]:
-    """(f [B], projected per-example gradients [B, d]) for one batch, from one forward and backward;
-    `output(logits, labels)` gives each example's scalar (default: the reference's f_i)."""
+    """(f [B], projected per-example gradients [B, d x repeats]: each projection's d columns in turn) for one batch,
+    from one forward and backward; `output(logits, labels)` gives each example's scalar (default: the
+    reference's f_i)."""
     import torch
 
     owners = _linear_owners(model, params)
@@ -174,11 +197,13 @@ def outputs_and_projected_gradients(model: Any, examples: Sequence[TokenizedExam
         for (_, p), flag in zip(params, requires):
             p.requires_grad_(flag)
         model.train(was_training)
-    projected = torch.zeros(len(examples), projection.dim)
+    projections = [projections] if isinstance(projections, Projection) else list(projections)
+    projected = [torch.zeros(len(examples), projection.dim) for projection in projections]
     for index, (module, kind) in enumerate(owners):
         x, delta = saved[id(module)]["x"].float(), saved[id(module)]["delta"].float()
         x, delta = x.reshape(len(examples), -1, x.shape[-1]), delta.reshape(len(examples), -1, delta.shape[-1])
         per_example = torch.einsum("bto,bti->boi", delta, x) if kind == "weight" else delta.sum(1)
-        block = projection.block(index).to(per_example.device)
-        projected += (per_example.reshape(len(examples), -1) @ block).cpu()
-    return outputs.detach().float().cpu(), projected
+        per_example = per_example.reshape(len(examples), -1)
+        for total, projection in zip(projected, projections):
+            total += (per_example @ projection.block(index).to(per_example.device)).cpu()
+    return outputs.detach().float().cpu(), torch.cat(projected, 1)

@@ -16,13 +16,16 @@ from llmft.core.data import TokenizedExample
 from llmft.core.errors import LlmftError
 from llmft.estimate.gradex import (
     cached_gradients,
+    clear_best,
     estimate_subsets,
     first_order_error,
-    group_scores,
+    gradient_clusters,
     mean_loss,
     sample_subsets,
+    spread_scores,
+    tiers,
 )
-from llmft.estimate.gradients import Projection
+from llmft.estimate.gradients import Projection, repeat_projections
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -83,7 +86,8 @@ def record_key(record: dict) -> str:
     return json.dumps({k: record.get(k) for k in ("prompt", "completion", "text", "messages")}, sort_keys=True)
 
 
-def against_finetuned(run: Path, meta: Path, model: Any, params: Sequence[tuple[str, Any]], projection: Projection,
+def against_finetuned(run: Path, meta: Path, model: Any, params: Sequence[tuple[str, Any]],
+                      projections: Sequence[Projection],
                       cache: tuple[Any, Any], records: Sequence[dict], eval_examples: Sequence[TokenizedExample],
                       check: Sequence[TokenizedExample], pad_id: int, settings: EstimateConfig) -> dict:
     """A real fine-tune of the meta-initialisation on some of the records: its true loss beside the estimate of
@@ -103,20 +107,48 @@ def against_finetuned(run: Path, meta: Path, model: Any, params: Sequence[tuple[
     if "in" not in marks:
         raise LlmftError(f"estimate.finetuned: no record of {config.data.train} is in the estimate's data")
     outputs, gradients = cache
-    (row,) = estimate_subsets(model, params, projection, gradients, marks, [["in"]], eval_examples, pad_id, settings)
+    (row,) = estimate_subsets(model, params, projections, gradients, marks, [["in"]], eval_examples, pad_id,
+                              settings)
     _, _, tuned = load_for_inference(run)
     tuned_params = dict(tuned.named_parameters())
     deltas = [(tuned_params[n].detach().to(p.device).float() - p.detach().float()).reshape(-1) for n, p in params]
     true_loss = mean_loss(tuned, eval_examples, pad_id, settings.batch_size)
-    out = {"run": str(run), "examples": row["examples"], "loss": row["loss"], "true_loss": true_loss,
+    out = {"run": str(run), "examples": row["examples"], "loss": row["loss"], "loss_low": row["loss_low"],
+           "loss_high": row["loss_high"], "true_loss": true_loss,
            "relative_error": abs(row["loss"] - true_loss) / true_loss,
            "update_norm_ratio": float(torch.cat(deltas).norm() / torch.cat([p.detach().reshape(-1).float()
                                                                              for _, p in params]).norm())}
     if check:
         out["approx_error"], out["approx_error_without_gradient"] = first_order_error(
-            model, params, projection, outputs, gradients, check, pad_id, deltas, settings.batch_size,
+            model, params, projections[0], outputs, gradients, check, pad_id, deltas, settings.batch_size,
             settings.output)
     return out
+
+
+def table_columns(rows: Sequence[dict]) -> list[str]:
+    """The per-subset table's columns: fixed ones first, then whatever the metric or error checks added."""
+    fixed = ["subset", "examples", "loss", "loss_low", "loss_high"]
+    return [*fixed, *[c for c in rows[0] if c not in (*fixed, "groups", "seconds", "losses")], "groups"]
+
+
+def verdict_text(report: dict, settings: EstimateConfig) -> str:
+    """What the estimate can and cannot tell: subsets drawn vs distinct, the chosen subset only when it clears
+    the spread of the repeats, and "no ranking" when the groups' spreads overlap."""
+    rows, lines = report["subsets"], [f"meta-initialisation loss {report['meta_loss']:.4f}"]
+    if report["subsets_drawn"]:
+        lines.append(f"{report['subsets_drawn']} subsets drawn, {report['subsets_distinct']} distinct")
+    spread = f"the spread of {settings.repeats} repeats (projections and labels)"
+    best = rows[0] if len(rows) == 1 else min(rows, key=lambda r: r["loss"])
+    if settings.repeats == 1:
+        lines.append(f"lowest estimate: subset {best['subset']} (one repeat: its spread is not measured)")
+    elif report["chosen"]:
+        lines.append(f"chosen subset {best['subset']}: its estimate beats every other subset's by more than {spread}")
+    else:
+        lines.append(f"no chosen subset: the lowest estimate (subset {best['subset']}) lies within {spread} of "
+                     "another subset's")
+    if not report["ranked"]:
+        lines.append(f"no ranking: the groups' scores overlap within {spread}, from the best group to the worst")
+    return "\n".join(lines)
 
 
 def describe(config: Config) -> dict[str, Any]:
@@ -144,6 +176,9 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
     out_dir = Path(out) if out else default_estimate_dir(folder)
     records = read_jsonl(data_path, what="estimate.data")[:settings.max_examples or None]
     groups = config_groups(records, settings, "estimate.data")
+    if settings.clusters and settings.subsets:
+        raise LlmftError("estimate.clusters: the groups are gradient clusters, found after the gradient pass; "
+                         "give sampled subsets (estimate.number_of_subsets), not estimate.subsets")
     check_subsets(settings.subsets, groups, settings)
     _, tokenizer, model = load_for_inference(folder)
     if getattr(model.config, "is_encoder_decoder", False):
@@ -152,14 +187,17 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
     examples = load_examples(data_path, tokenizer, config.data.max_length, custom, what="estimate.data",
                              limit=settings.max_examples)
     eval_examples = load_examples(eval_path, tokenizer, config.data.max_length, custom, what="estimate.eval_data")
-    params = estimate_parameters(model, config.adapter.method)
-    projection = Projection([(n, p.numel()) for n, p in params], settings.project_dimension, settings.seed)
+    params = estimate_parameters(model, config.adapter.method, settings.lora_bias)
+    projections = repeat_projections([(n, p.numel()) for n, p in params], settings.project_dimension,
+                                     settings.seed, settings.repeats)
     pad_id = tokenizer.pad_token_id
 
     started = time.perf_counter()
-    outputs, gradients = cached_gradients(model, examples, pad_id, params, projection,
+    outputs, gradients = cached_gradients(model, examples, pad_id, params, projections,
                                           gradient_dir(out_dir, settings), settings, progress)
     gradient_seconds = time.perf_counter() - started
+    if settings.clusters:
+        groups = gradient_clusters(gradients[:, :settings.project_dimension], settings.clusters, settings.seed)
     subsets = [list(s) for s in settings.subsets] or sample_subsets(groups, settings.number_of_subsets,
                                                                     settings.subset_size, settings.seed)
     check = examples[:settings.approximation_examples]
@@ -167,7 +205,7 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
     def on_model(k: int, row: dict, deltas: list) -> None:
         if check:
             row["approx_error"], row["approx_error_without_gradient"] = first_order_error(
-                model, params, projection, outputs, gradients, check, pad_id, deltas, settings.batch_size,
+                model, params, projections[0], outputs, gradients, check, pad_id, deltas, settings.batch_size,
                 settings.output)
         if settings.metric and recipe is not None:
             from llmft.core.generation import HFGenerator
@@ -180,23 +218,24 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
             row.update({key: v for key, v in metrics.items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
-    rows = estimate_subsets(model, params, projection, gradients, groups, subsets, eval_examples, pad_id,
+    rows = estimate_subsets(model, params, projections, gradients, groups, subsets, eval_examples, pad_id,
                             settings, on_model)
     meta_loss = mean_loss(model, eval_examples, pad_id, settings.batch_size)
-    finetuned = [against_finetuned(Path(run), folder, model, params, projection, (outputs, gradients), records,
+    finetuned = [against_finetuned(Path(run), folder, model, params, projections, (outputs, gradients), records,
                                    eval_examples, check, pad_id, settings) for run in settings.finetuned]
-    ranking = [{"group": g, "score": s, "subsets": n}
-               for g, s, n in group_scores([r["groups"] for r in rows], [r["loss"] for r in rows])]
-    best = min(rows, key=lambda r: r["loss"])
+    ranking = spread_scores([r["groups"] for r in rows], [r["losses"] for r in rows])
+    for item, tier in zip(ranking, tiers(ranking)):
+        item["tier"] = tier
+    chosen = clear_best(rows)
     report = {"run": str(folder), "settings": describe(config), "examples": len(examples),
               "eval_examples": len(eval_examples), "parameters": sum(p.numel() for _, p in params),
               "meta_loss": meta_loss, "gradient_seconds": gradient_seconds, "subsets": rows,
-              "chosen_subset": best["subset"], "ranking": ranking, "finetuned": finetuned}
+              "subsets_drawn": 0 if settings.subsets else settings.number_of_subsets, "subsets_distinct": len(rows),
+              "chosen_subset": min(rows, key=lambda r: r["loss"])["subset"], "chosen": chosen is not None,
+              "ranking": ranking, "ranked": len(ranking) > 1 and ranking[-1]["tier"] > 1, "finetuned": finetuned}
     runs.atomic_write_json(out_dir / "estimate.json", report)
-    columns = ["subset", "examples", "loss", *[c for c in rows[0] if c not in ("subset", "examples", "loss",
-                                                                              "groups", "seconds")], "groups"]
-    text = (format_table(rows, columns) + f"\n\nmeta-initialisation loss {meta_loss:.4f}; chosen subset "
-            f"{best['subset']}\n\n" + format_table(ranking, ["group", "score", "subsets"]))
+    text = format_table(rows, table_columns(rows)) + "\n\n" + verdict_text(report, settings) + "\n\n" + \
+        format_table(ranking, ["group", "score", "low", "high", "tier", "subsets"])
     if finetuned:
         text += "\n\nreal fine-tunes vs the estimate of the same records\n" + format_table(
             finetuned, [c for c in finetuned[0] if c != "run"] + ["run"])
