@@ -138,15 +138,17 @@ def verdict_text(report: dict, settings: EstimateConfig) -> str:
     if report["subsets_drawn"]:
         lines.append(f"{report['subsets_drawn']} subsets drawn, {report['subsets_distinct']} distinct")
     spread = f"the spread of {settings.repeats} repeats (projections and labels)"
-    best = rows[0] if len(rows) == 1 else min(rows, key=lambda r: r["loss"])
-    if settings.repeats == 1:
-        lines.append(f"lowest estimate: subset {best['subset']} (one repeat: its spread is not measured)")
+    best = min(rows, key=lambda r: r["loss"])
+    if len(rows) == 1:
+        lines.append("one subset: nothing to choose between")
+    elif settings.repeats == 1:
+        lines.append(f"lowest estimate: subset {best['subset']} (no verdict: one repeat measures no spread)")
     elif report["chosen"]:
         lines.append(f"chosen subset {best['subset']}: its estimate beats every other subset's by more than {spread}")
     else:
         lines.append(f"no chosen subset: the lowest estimate (subset {best['subset']}) lies within {spread} of "
                      "another subset's")
-    if not report["ranked"]:
+    if not report["ranked"] and settings.repeats > 1:
         lines.append(f"no ranking: the groups' scores overlap within {spread}, from the best group to the worst")
     return "\n".join(lines)
 
@@ -226,13 +228,14 @@ def run_estimate(folder: str | Path, config: Config, recipe: Any = None, out: st
     ranking = spread_scores([r["groups"] for r in rows], [r["losses"] for r in rows])
     for item, tier in zip(ranking, tiers(ranking)):
         item["tier"] = tier
-    chosen = clear_best(rows)
+    measured = settings.repeats > 1  # with one repeat nothing says how far apart estimates must be
+    chosen = clear_best(rows) if measured and len(rows) > 1 else None
     report = {"run": str(folder), "settings": describe(config), "examples": len(examples),
               "eval_examples": len(eval_examples), "parameters": sum(p.numel() for _, p in params),
               "meta_loss": meta_loss, "gradient_seconds": gradient_seconds, "subsets": rows,
               "subsets_drawn": 0 if settings.subsets else settings.number_of_subsets, "subsets_distinct": len(rows),
               "chosen_subset": min(rows, key=lambda r: r["loss"])["subset"], "chosen": chosen is not None,
-              "ranking": ranking, "ranked": len(ranking) > 1 and ranking[-1]["tier"] > 1, "finetuned": finetuned}
+              "ranking": ranking, "ranked": measured and ranking[-1]["tier"] > 1, "finetuned": finetuned}
     runs.atomic_write_json(out_dir / "estimate.json", report)
     text = format_table(rows, table_columns(rows)) + "\n\n" + verdict_text(report, settings) + "\n\n" + \
         format_table(ranking, ["group", "score", "low", "high", "tier", "subsets"])
