@@ -1,5 +1,5 @@
 """Load run folders for serving: the base model once, every adapter on it under its own name (PEFT
-`load_adapter`), one Generator per name that switches to its adapter (`set_adapter`) before generating."""
+`load_adapter`), one Generator per name over the model's one continuous-batching engine (core/continuous.py)."""
 
 from __future__ import annotations
 
@@ -106,6 +106,7 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
     from transformers import AutoModelForCausalLM
 
     from llmft.core.bottleneck import is_bottleneck_folder
+    from llmft.core.continuous import ContinuousEngine, ContinuousGenerator
     from llmft.core.generation import HFGenerator
     from llmft.core.inference import is_adapter, load_for_inference
     from llmft.core.models import load_pretrained, resize_embeddings
@@ -137,23 +138,17 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
     if torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
         model = model.to("cuda")
     model.eval()
+    if any(is_bottleneck_folder(folder) for _, folder, _, _ in entries):
+        # A bottleneck model is its own module tree (no KV cache of ours): transformers' generate, batch by batch.
+        return [LoadedRun(first_name, first_folder, first_config,
+                          HFGenerator(model, tokenizers[0], batch_size, run_positions(first_config, tokenizers[0])),
+                          base)]
+    engine = ContinuousEngine(model, tokenizers[0], max_batch=batch_size)
     return [LoadedRun(name, folder, config,
-                      AdapterGenerator(HFGenerator(model, tokenizer, batch_size, run_positions(config, tokenizer)),
-                                       adapters[name]), base)
+                      ContinuousGenerator(engine, HFGenerator(model, tokenizer, batch_size,
+                                                              run_positions(config, tokenizer)),
+                                          adapters[name], run_positions(config, tokenizer)), base)
             for (name, folder, config, base), tokenizer in zip(entries, tokenizers)]
-
-
-class AdapterGenerator:
-    """A Generator over a shared PEFT model that activates its own adapter first (one thread generates)."""
-
-    def __init__(self, inner: Any, adapter: str | None):
-        self.inner, self.adapter = inner, adapter
-        self.model, self.tokenizer = inner.model, inner.tokenizer
-
-    def generate(self, prompts: Sequence[str], **kwargs: Any) -> list[str]:
-        if self.adapter is not None:
-            self.model.set_adapter(self.adapter)
-        return self.inner.generate(prompts, **kwargs)
 
 
 def _tokenizer(folder: Path, base: str) -> Any:
