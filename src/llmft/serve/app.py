@@ -49,7 +49,7 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, max
 
     def refuse_queued() -> None:
         """For a shutdown: what is generating finishes, what waits gets a 503, new requests are refused."""
-        app.state.pool.shutdown(wait=False, cancel_futures=True)
+        app.state.stopping = True  # (a signal handler: no pool.shutdown, whose lock the loop may hold)
         app.state.batcher.refuse_queued()
         for engine in engines:
             engine.refuse_queued()
@@ -59,7 +59,7 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, max
         app.state.batcher = Batcher(run_batch, max_batch=max_batch, window_s=window_s)
         # Engine models decode each request on a thread of this pool (blocked while the engine batches its rows).
         app.state.pool = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="llmft-request")
-        app.state.refuse_queued = refuse_queued
+        app.state.refuse_queued, app.state.stopping = refuse_queued, False
         try:
             yield
         finally:

@@ -269,6 +269,8 @@ def start(request: Request, served: ServedModel, body: SamplingRequest, sampling
         raise ApiError(400, "token-id prompts go to the model as they are; they take no 'llmft' options",
                        param="llmft")
     try:
+        if request.app.state.stopping:
+            raise RuntimeError("stopping")
         future = request.app.state.pool.submit(decode_in_context, served, rows, sampling, options, context, ids)
     except RuntimeError:
         raise ApiError(503, "the server is shutting down; retry on another instance", "server_error",
