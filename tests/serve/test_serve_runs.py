@@ -58,16 +58,19 @@ def test_two_adapters_on_one_base_answer_as_each_run_alone(two_runs, app):
     assert served["shift"] != served["flip"]
 
 
-def test_the_base_loads_once_and_bad_sets_are_one_line_errors(two_runs, tmp_path):
+def test_each_base_loads_once_and_bad_sets_are_one_line_errors(two_runs, tmp_path):
     shift, flip = two_runs
     loaded = load_runs([f"a={shift}", f"b={flip}"])
     assert loaded[0].generator.model is loaded[1].generator.model
     assert sorted(loaded[0].generator.model.peft_config) == ["adapter0", "adapter1"]
     with pytest.raises(LlmftError, match="the name 'run' is taken"):
         load_runs([str(shift), str(flip)])
+    # A run on another base (a copy of the run with its own base-model/): its base loads beside the first.
     shutil.copytree(shift.parent, tmp_path / "copy", ignore=shutil.ignore_patterns("checkpoint-*"))
-    with pytest.raises(LlmftError, match="differs from"):
-        load_runs([f"a={shift}", f"b={tmp_path / 'copy' / 'final'}"])
+    two = load_runs([f"a={shift}", f"b={tmp_path / 'copy' / 'final'}", f"c={flip}"])
+    assert two[0].base != two[1].base and two[0].generator.model is two[2].generator.model
+    assert two[1].generator.model is not two[0].generator.model
+    assert two[0].generator.generate(PROMPTS, max_new_tokens=8) == two[1].generator.generate(PROMPTS, max_new_tokens=8)
     (tmp_path / "empty").mkdir()
     with pytest.raises(LlmftError, match="neither llmft.toml nor adapter_config.json"):
         load_runs([str(tmp_path / "empty")])
