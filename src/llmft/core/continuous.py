@@ -49,9 +49,11 @@ class Generated:
     token_ids: list[int]
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     logprobs: list[TokenLogprobs] | None = None
+    eos: TokenLogprobs | None = None  # the EOS that ended the row, when logprobs were asked for
 
-    def logprobs_or_empty(self) -> list[TokenLogprobs]:
-        return self.logprobs or []
+    def logprobs_or_empty(self, with_eos: bool = False) -> list[TokenLogprobs]:
+        """The text's tokens' logprobs; `with_eos`: the ending EOS too (the legacy API lists it)."""
+        return [*(self.logprobs or []), *([self.eos] if with_eos and self.eos else [])]
 
 
 @dataclass
@@ -78,6 +80,7 @@ class _Row:
     ticket: Ticket
     new_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprobs] = field(default_factory=list)
+    eos: TokenLogprobs | None = None
     sent: str = ""  # text handed to on_text so far
     state: Any = None
     rng: Any = None
@@ -334,8 +337,8 @@ class ContinuousEngine:
             token = chosen[r]
             if token in self.eos_ids:
                 row.finish = "stop"
-                if row.logprobs:
-                    row.logprobs.pop()  # EOS is not part of the text
+                if row.top_logprobs is not None:
+                    row.eos = row.logprobs.pop()  # not part of the text
             else:
                 row.new_ids.append(token)
                 tail = row.new_ids[-2 * max(map(len, row.stop)):] if row.stop else []
@@ -376,7 +379,8 @@ class ContinuousEngine:
             else:
                 text = cut_at_stop(_text(self.tokenizer, row, row.new_ids), row.stop)[0]
                 row.ticket.future.set_result(Generated(text, row.new_ids, row.finish,
-                                                       row.logprobs if row.top_logprobs is not None else None))
+                                                       row.logprobs if row.top_logprobs is not None else None,
+                                                       row.eos))
         keep = [i for i in range(len(self._rows)) if i not in gone]
         self._rows = [self._rows[i] for i in keep]
         if not keep:

@@ -110,7 +110,8 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         logprobs = None
         if body.logprobs is not None:
             generated = job.generated(i) or Generated(d.text, [], "")
-            logprobs = legacy_logprobs(counter, (scores[prompt_index] if scores else []) + generated.logprobs_or_empty())
+            logprobs = legacy_logprobs(counter, (scores[prompt_index] if scores else [])
+                                       + generated.logprobs_or_empty(with_eos=True))
         choices.append({"index": i, "text": echoed + d.text, "logprobs": logprobs,
                         "finish_reason": finish_reason(counter, d, sampling, job.generated(i)),
                         "llmft": d.extra or None})
@@ -445,7 +446,7 @@ async def stream_completion(request: Request, job: Job, meta: dict, counter: Any
     decoded = job.future.result()
     for i, d in enumerate(decoded):
         generated = job.generated(i)
-        logprobs = legacy_logprobs(counter, generated.logprobs_or_empty()) \
+        logprobs = legacy_logprobs(counter, generated.logprobs_or_empty(with_eos=True)) \
             if body.logprobs is not None and generated is not None else None
         yield {**meta, "choices": [{"index": i, "text": "", "logprobs": logprobs,
                                     "finish_reason": finish_reason(counter, d, sampling, generated),
