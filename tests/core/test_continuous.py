@@ -75,7 +75,7 @@ def test_rows_that_join_and_leave_answer_as_alone(model, tokenizer):
     assert gen.generate(PROMPTS, max_new_tokens=40) == alone  # 8 rows through a batch of 4: rows join as others end
     steps = gen.engine.steps
     assert staggered(gen, [PROMPTS[3], *PROMPTS], max_new_tokens=40) == [alone[3], *alone]
-    sizes = gen.engine.batch_sizes[steps - gen.engine.steps:]
+    sizes = list(gen.engine.batch_sizes)[steps - gen.engine.steps:]
     assert sizes[0] == 1 and max(sizes) == 4 and sizes[-1] < 4
     assert gen.engine.load() == (0, 0)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class ContinuousEngine:
         self.eos_ids = {tokenizer.eos_token_id}  # as HFGenerator: the tokenizer's EOS, as training wrote it
         self.mixed = _mixable(model)
         self.steps = 0  # decode steps run, for tests and logs
-        self.batch_sizes: list[int] = []  # rows per decode step (the last 10,000)
+        self.batch_sizes: deque[int] = deque(maxlen=10_000)  # rows per decode step (the last 10,000)
         self.mixed_steps = 0  # decode steps whose rows used more than one adapter
         self._queue: list[_Row] = []
         self._jobs: list[tuple[Callable[[], Any], Future]] = []
@@ -245,7 +246,7 @@ class ContinuousEngine:
         distinct = set(adapters)
         if len(distinct) > 1:
             kwargs["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
-        elif None not in distinct and getattr(self.model, "active_adapter", None) != adapters[0]:
+        elif None not in distinct and self.model.active_adapter != adapters[0]:
             self.model.set_adapter(adapters[0])
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          cache_position=torch.arange(past, past + ids.shape[1], device=self._device),
@@ -307,7 +308,7 @@ class ContinuousEngine:
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(rows), 1))], dim=1)
         logits = self._forward(ids, positions, self._mask, self._cache, [row.adapter for row in rows])
         self.steps += 1
-        self.batch_sizes = [*self.batch_sizes[-9_999:], len(rows)]
+        self.batch_sizes.append(len(rows))
         self.mixed_steps += len({row.adapter for row in rows}) > 1
         self._choose(logits, rows, offset=0)
 
