@@ -272,6 +272,7 @@ class ContinuousEngine:
             mask[r, width - n:] = 1
             positions[r, width - n:] = torch.tensor([row.state.advance(t) for t in row.ids])
         cache = DynamicCache()
+        cache.layer_class_to_replicate = spare_layer()
         mask = mask.to(self._device)
         logits = self._forward(ids.to(self._device), positions.to(self._device), mask, cache,
                                [row.adapter for row in joining])
@@ -413,6 +414,45 @@ def skipped_ids(tokenizer: Any, kept: Sequence[str] = ()) -> frozenset[int]:
     special |= {i for i, added in tokenizer.added_tokens_decoder.items() if added.special}
     keep = {tokenizer.convert_tokens_to_ids(t) for t in kept}
     return frozenset(special - keep)
+
+
+_SPARE_LAYER: Any = None
+
+
+def spare_layer() -> Any:
+    """A DynamicLayer whose keys and values sit in buffers with spare columns: a decode step writes its column in
+    place, where DynamicLayer's torch.cat copies the whole cache every step (at 64 rows, as much memory traffic
+    as the step's matmuls). Keys handed out are views of the buffer's filled columns."""
+    global _SPARE_LAYER
+    if _SPARE_LAYER is None:
+        from transformers.cache_utils import DynamicLayer
+
+        class SpareLayer(DynamicLayer):
+            buffers: Any = None
+
+            def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+                if not self.is_initialized:
+                    self.lazy_initialization(key_states, value_states)
+                    self.keys, self.values = key_states, value_states
+                    return self.keys, self.values
+                filled, new = self.keys.shape[-2], key_states.shape[-2]
+                if self.buffers is None or self.buffers[0].shape[-2] < filled + new \
+                        or self.buffers[0].data_ptr() != self.keys.data_ptr() \
+                        or self.buffers[0].shape[0] != self.keys.shape[0]:
+                    # First step, a full buffer, or the batch's rows changed (keys replaced): a new buffer.
+                    spare = max(64, filled // 2)
+                    self.buffers = tuple(t.new_empty((*t.shape[:2], filled + new + spare, t.shape[3]))
+                                         for t in (self.keys, self.values))
+                    self.buffers[0][:, :, :filled] = self.keys
+                    self.buffers[1][:, :, :filled] = self.values
+                self.buffers[0][:, :, filled:filled + new] = key_states
+                self.buffers[1][:, :, filled:filled + new] = value_states
+                self.keys = self.buffers[0][:, :, :filled + new]
+                self.values = self.buffers[1][:, :, :filled + new]
+                return self.keys, self.values
+
+        _SPARE_LAYER = SpareLayer
+    return _SPARE_LAYER
 
 
 def torch_cat(parts: list[Any]) -> Any:

@@ -425,18 +425,30 @@ async def pieces_as_made(request: Request, job: Job) -> AsyncIterator[tuple[int,
             getting = asyncio.ensure_future(job.pieces.get())
             await asyncio.wait({getting, waiting}, return_when=asyncio.FIRST_COMPLETED)
             if getting.done():
-                yield getting.result()
+                for piece in merged([getting.result()], job.pieces):
+                    yield piece
                 continue
             getting.cancel()
             break
         await waiting  # raises the decode's error, if any
-        while not job.pieces.empty():
-            yield job.pieces.get_nowait()
+        for piece in merged([], job.pieces):
+            yield piece
     finally:
         if not waiting.done():
             waiting.cancel()
             if job.context is not None:
                 job.context.cancelled.set()
+
+
+def merged(pieces: list[tuple[int, str]], queue: asyncio.Queue) -> list[tuple[int, str]]:
+    """The pieces so far and every one already queued, one per row: a token per event while the server keeps
+    up, several tokens per event when events queue faster than they are sent (under load)."""
+    while not queue.empty():
+        pieces.append(queue.get_nowait())
+    texts: dict[int, str] = {}
+    for index, text in pieces:
+        texts[index] = texts.get(index, "") + text
+    return list(texts.items())
 
 
 async def stream_completion(request: Request, job: Job, meta: dict, counter: Any, sampling: Sampling,
