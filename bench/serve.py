@@ -127,7 +127,8 @@ def compare_with_peer(args: argparse.Namespace) -> None:
         peer, peer_url = start_peer(folder, args.cb_num_blocks)
         servers = {"llmft": (our_url, "bench"), "peer": (peer_url, str(folder))}
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        http = httpx.Client(timeout=600, limits=limits)
         results: dict[tuple, dict[str, list]] = {}
         agree: dict[tuple, list[int]] = {}
         try:
@@ -145,6 +146,10 @@ def compare_with_peer(args: argparse.Namespace) -> None:
                             texts = {}
                             for name in order:
                                 url, model = servers[name]
+                                # Fresh connections per measurement: a keep-alive connection idle past the
+                                # server's timeout (5 s) would be closed under a request reusing it.
+                                http.close()
+                                http = httpx.Client(timeout=600, limits=limits)
                                 with ThreadPoolExecutor(clients) as pool:
                                     started = time.perf_counter()
                                     answers = list(pool.map(functools.partial(ask_job, http, url, model, stream),
