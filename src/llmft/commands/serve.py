@@ -53,7 +53,9 @@ def serve_command(specs: tuple[str, ...], host: str, port: int, api_key: str | N
 
 def served_models(specs: tuple[str, ...] | list[str], backend: str = "hf", max_batch: int = 32) -> list[Any]:
     """Load the run folders and wire each one's recipe `decode` into a ServedModel."""
+    from llmft.core.continuous import skipped_ids
     from llmft.core.generation import Sampling
+    from llmft.core.model_setup import extra_tokens
     from llmft.recipes.base import get_recipe, section_types
     from llmft.serve.backends import context_length, load_runs, load_vllm_runs
     from llmft.serve.served import ServedModel
@@ -62,6 +64,9 @@ def served_models(specs: tuple[str, ...] | list[str], backend: str = "hf", max_b
     models = []
     for run in load(list(specs), max_batch, section_types=section_types()):
         recipe, config = get_recipe(run.config.recipe), run.config
+        engine = getattr(run.generator, "engine", None)
+        if engine is not None:
+            run.generator.skip_ids = skipped_ids(run.generator.tokenizer, extra_tokens(config, recipe))
         models.append(ServedModel(
             name=run.name,
             decode=recipe_decoder(recipe, run.generator, config),
@@ -69,6 +74,9 @@ def served_models(specs: tuple[str, ...] | list[str], backend: str = "hf", max_b
             context_length=context_length(getattr(run.generator, "model", None)),
             defaults=Sampling.from_eval(config.eval),
             info={"recipe": recipe.name, "folder": str(run.folder), "base": run.base},
+            engine=engine,
+            generator=run.generator if engine is not None else None,
+            streams=engine is not None and recipe.decode_streams,
         ))
     return models
 
@@ -93,9 +101,9 @@ def run_server(app: Any, host: str, port: int) -> None:
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            batcher = getattr(app.state, "batcher", None)
-            if batcher is not None:
-                batcher.refuse_queued()
+            refuse_queued = getattr(app.state, "refuse_queued", None)
+            if refuse_queued is not None:
+                refuse_queued()
             super().handle_exit(sig, frame)
             captured = getattr(self, "_captured_signals", None)
             if sig == signal.SIGTERM and captured and captured[-1] == sig:

@@ -34,6 +34,8 @@ class Recipe(Protocol):
     config_section: type | None = None  # dataclass of the recipe's own TOML section `[<name>]`
     option_bounds: dict[str, Range] = {}  # ranges of the make-data options, by parameter name
     decode_options: bool = False  # whether `decode` reads request options (serve's `llmft` field)
+    # Whether `decode`'s text is what one `generate` call writes per prompt (serve then streams it per token).
+    decode_streams: bool = True
 
     def make_data_params(self) -> list[click.Parameter]:
         """Extra options of `llmft make-data <name>` (`--out`, `--seed`, `--show` are added by the CLI)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from llmft.core.errors import LlmftError
@@ -18,6 +19,7 @@ from llmft.serve.served import ServedModel
 MAX_BODY_BYTES = 1 << 20
 MAX_REQUEST_ROWS = 512  # prompts x n of one request: more would hold every other client back for seconds
 BODY_TIMEOUT_S = 10.0  # a request whose body has not arrived by then gets 408
+DECODE_THREADS = 512  # requests decoding at once on engine models (each thread mostly waits on the engine)
 
 
 def require_serve_deps() -> None:
@@ -43,13 +45,28 @@ def create_app(models: Sequence[ServedModel], *, api_key: str | None = None, max
     from llmft.serve.guard import Guard
     from llmft.serve.routes import router, run_batch
 
+    engines = list({id(m.engine): m.engine for m in models if m.engine is not None}.values())
+
+    def refuse_queued() -> None:
+        """For a shutdown: what is generating finishes, what waits gets a 503, new requests are refused."""
+        app.state.stopping = True  # (a signal handler: no pool.shutdown, whose lock the loop may hold)
+        app.state.batcher.refuse_queued()
+        for engine in engines:
+            engine.refuse_queued()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.batcher = Batcher(run_batch, max_batch=max_batch, window_s=window_s)
+        # Engine models decode each request on a thread of this pool (blocked while the engine batches its rows).
+        app.state.pool = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="llmft-request")
+        app.state.refuse_queued, app.state.stopping = refuse_queued, False
         try:
             yield
         finally:
             await asyncio.to_thread(app.state.batcher.close)
+            app.state.pool.shutdown(wait=False, cancel_futures=True)
+            for engine in engines:
+                await asyncio.to_thread(engine.close)
 
     app = FastAPI(title="llmft", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.models = {m.name: m for m in models}

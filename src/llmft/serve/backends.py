@@ -1,5 +1,5 @@
 """Load run folders for serving: the base model once, every adapter on it under its own name (PEFT
-`load_adapter`), one Generator per name that switches to its adapter (`set_adapter`) before generating."""
+`load_adapter`), one Generator per name over the model's one continuous-batching engine (core/continuous.py)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def base_of(folder: Path, config: Config) -> str:
 
 
 def _entries(specs: Sequence[str], section_types: SectionTypes | None) -> list[tuple[str, Path, Config, str]]:
-    """(name, folder, config, base) per `--adapter`; a taken name or a second base is a one-line error."""
+    """(name, folder, config, base) per `--adapter`; a taken name is a one-line error."""
     entries: list[tuple[str, Path, Config, str]] = []
     for spec in specs:
         name, folder = parse_adapter_spec(spec)
@@ -89,23 +89,38 @@ def _entries(specs: Sequence[str], section_types: SectionTypes | None) -> list[t
         entries.append((name, folder, config, base_of(folder, config)))
     if not entries:
         raise LlmftError("--adapter: give at least one run folder")
+    return entries
+
+
+def one_base(entries: list[tuple[str, Path, Config, str]]) -> None:
+    """A one-line error when the runs sit on more than one base (the vLLM backend loads one)."""
     first, base = entries[0][0], entries[0][3]
     for _, folder, _, other in entries[1:]:
         if other != base:
             raise LlmftError(f"--adapter {folder}: its base model {other} differs from {base} ({first}'s); "
-                             "one server serves adapters of one base")
-    return entries
+                             "--backend vllm serves adapters of one base")
 
 
 def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: SectionTypes | None = None
               ) -> list[LoadedRun]:
-    """Every `--adapter` on one base loaded once; a second base or a clash of names is a one-line error."""
+    """Every `--adapter`, each base loaded once with its adapters on it (one engine per base), in the order
+    given; a clash of names is a one-line error."""
     entries = _entries(specs, section_types)  # a bad folder or name fails before torch loads (seconds)
+    groups: dict[str, list[tuple[str, Path, Config, str]]] = {}
+    for entry in entries:
+        groups.setdefault(entry[3], []).append(entry)
+    loaded = {run.name: run for group in groups.values() for run in _load_base(group, batch_size)}
+    return [loaded[name] for name, *_ in entries]
+
+
+def _load_base(entries: list[tuple[str, Path, Config, str]], batch_size: int) -> list[LoadedRun]:
+    """The runs on one base: the base loaded once, each adapter on it under its own PEFT name."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from llmft.core.bottleneck import is_bottleneck_folder
+    from llmft.core.continuous import ContinuousEngine, ContinuousGenerator
     from llmft.core.generation import HFGenerator
     from llmft.core.inference import is_adapter, load_for_inference
     from llmft.core.models import load_pretrained, resize_embeddings
@@ -137,23 +152,17 @@ def load_runs(specs: Sequence[str], batch_size: int = 32, section_types: Section
     if torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
         model = model.to("cuda")
     model.eval()
+    if any(is_bottleneck_folder(folder) for _, folder, _, _ in entries):
+        # A bottleneck model is its own module tree (no KV cache of ours): transformers' generate, batch by batch.
+        return [LoadedRun(first_name, first_folder, first_config,
+                          HFGenerator(model, tokenizers[0], batch_size, run_positions(first_config, tokenizers[0])),
+                          base)]
+    engine = ContinuousEngine(model, tokenizers[0], max_batch=batch_size)
     return [LoadedRun(name, folder, config,
-                      AdapterGenerator(HFGenerator(model, tokenizer, batch_size, run_positions(config, tokenizer)),
-                                       adapters[name]), base)
+                      ContinuousGenerator(engine, HFGenerator(model, tokenizer, batch_size,
+                                                              run_positions(config, tokenizer)),
+                                          adapters[name], run_positions(config, tokenizer)), base)
             for (name, folder, config, base), tokenizer in zip(entries, tokenizers)]
-
-
-class AdapterGenerator:
-    """A Generator over a shared PEFT model that activates its own adapter first (one thread generates)."""
-
-    def __init__(self, inner: Any, adapter: str | None):
-        self.inner, self.adapter = inner, adapter
-        self.model, self.tokenizer = inner.model, inner.tokenizer
-
-    def generate(self, prompts: Sequence[str], **kwargs: Any) -> list[str]:
-        if self.adapter is not None:
-            self.model.set_adapter(self.adapter)
-        return self.inner.generate(prompts, **kwargs)
 
 
 def _tokenizer(folder: Path, base: str) -> Any:
@@ -193,6 +202,7 @@ def load_vllm_runs(specs: Sequence[str], max_batch: int = 256, section_types: Se
     if not cuda_available():
         raise LlmftError("--backend vllm needs a CUDA GPU; this machine has none (use --backend hf)")
     entries = _entries(specs, section_types)
+    one_base(entries)
     base = entries[0][3]
     adapters = [folder for _, folder, _, _ in entries if is_adapter(folder)]
     if adapters and len(adapters) != len(entries):

@@ -10,6 +10,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmft.core.continuous import ShuttingDown
+
 # run(key, prompts) -> one result per prompt, in order.
 RunBatch = Callable[[Hashable, list[str]], Sequence[Any]]
 
@@ -19,10 +21,6 @@ class _Item:
     key: Hashable
     prompts: list[str]
     future: Future = field(default_factory=Future)
-
-
-class ShuttingDown(RuntimeError):
-    """A queued request the server will not run: it is stopping."""
 
 
 class Batcher:

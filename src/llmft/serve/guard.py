@@ -24,10 +24,12 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        if self.expected is not None and scope["path"].startswith("/v1"):
+        if self.expected is not None:
             header = headers.get(b"authorization", b"")
             given = header[7:].strip() if header[:7].lower() == b"bearer " else b""
-            if not hmac.compare_digest(given, self.expected):
+            authorized = hmac.compare_digest(given, self.expected)
+            scope["llmft_authorized"] = authorized  # /health tells more to a caller with the key
+            if scope["path"].startswith("/v1") and not authorized:
                 message = "incorrect API key provided" if given else "missing API key"
                 await send_error(send, ApiError(401, message, code="invalid_api_key"))
                 return

@@ -8,6 +8,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_N = 16
+MAX_LOGPROBS = 20  # top alternatives per token, as vLLM's default cap
+# Fields a client may send that change nothing here; any other field the models below do not name is a 400
+# unless it holds its neutral value (null, false, 0, an empty list or object; best_of 1).
+IGNORED_FIELDS = frozenset({"user", "metadata", "store", "service_tier"})
 MAX_STOP_CHARS = 1000  # a stop string longer than any completion llmft would write can never match
 INT64 = 2**63  # seeds as vLLM takes them: a signed 64-bit integer
 
@@ -47,8 +51,19 @@ class SamplingRequest(BaseModel):
         return utf8_text(value)
 
 
+def unsupported_fields(body: BaseModel) -> list[str]:
+    """The fields a request sets that the server does not implement (sent with a value that would matter)."""
+    extra = body.model_extra or {}
+    return sorted(name for name, value in extra.items()
+                  if name not in IGNORED_FIELDS and value not in (None, False, 0, [], {}, "")
+                  and not (name == "best_of" and value == 1))
+
+
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(None, ge=0)  # 0 only with echo: the prompt's logprobs alone
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
 
     @field_validator("prompt")
     @classmethod
@@ -71,3 +86,5 @@ class Message(BaseModel):
 class ChatRequest(SamplingRequest):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)

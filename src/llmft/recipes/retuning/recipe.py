@@ -36,6 +36,7 @@ class RetuningRecipe(Recipe):
     option_bounds = {"min_size": at_least(0), "max_size": at_least(0), "eval_max_size": at_least(0), "n": at_least(0),
                      "eval_n": at_least(1)}
     decode_options = True  # recursion=False
+    decode_streams = False  # the text is the recursion's final answer
 
     def make_data_params(self) -> list[click.Parameter]:
         return _make_data_options()

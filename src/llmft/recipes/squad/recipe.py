@@ -43,6 +43,7 @@ class SquadRecipe(Recipe):
     example = "llmft make-data squad --synthetic 2000 --show 1"
     summary = "SQuAD v2 as chat prompts answered in JSON (llama-squad); --synthetic N works offline."
     config_section = SquadConfig
+    decode_streams = False  # the text is the answer's JSON block cut from the completed turn
     option_bounds = {"synthetic": at_least(0), "num_pause_tokens": at_least(0), "train_n": at_least(0), "eval_n": at_least(0)}
 
     def make_data_params(self) -> list[click.Parameter]:
