@@ -13,6 +13,7 @@ PAPERS = {
     "squad": "llmft.recipes.squad.reproduce",
     "uft": "llmft.recipes.uft.reproduce",
     "memreason": "llmft.recipes.memreason.reproduce",
+    "estimate": "llmft.recipes.sft.reproduce",  # GradEx, on the sft recipe's toy tasks
 }
 
 

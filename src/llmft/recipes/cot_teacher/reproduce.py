@@ -23,9 +23,10 @@ STUDENTS = {"vanilla": "vanilla fine-tune", "k1": "Fine-tune-CoT K=1", "k4": "di
 FULL = {"last_letter_concatenation": {"size": 3, "teacher_steps": 1100, "student_steps": 1500},
         "coin_flip": {"size": 4, "teacher_steps": 180, "student_steps": 800},
         "multiarith": {"size": 9, "teacher_steps": 2000, "student_steps": 1500}}
-QUICK = {"last_letter_concatenation": {"size": 3, "teacher_steps": 700, "student_steps": 800},
+# The teachers train as in the full run (fewer steps leave a teacher that answers almost nothing right).
+QUICK = {"last_letter_concatenation": {"size": 3, "teacher_steps": 1100, "student_steps": 800},
          "coin_flip": {"size": 4, "teacher_steps": 180, "student_steps": 400},
-         "multiarith": {"size": 9, "teacher_steps": 1000, "student_steps": 800}}
+         "multiarith": {"size": 9, "teacher_steps": 2000, "student_steps": 800}}
 SAMPLES = 500
 TEACHER_SEED = 99
 # The reference's results.ipynb (best test epoch of 20, text-davinci-002 teacher, 4-word Last Letter), % accuracy:
