@@ -129,8 +129,8 @@ def draw(tables: list[Table], out: Path) -> list[Path]:
     if not groups:
         return []
     bars = {column: [table.values(g, column) for g in groups] for column in table.columns}
-    return [spread_bars(out / "accuracy.png", groups, bars, title="Fine-tune-CoT miniature: test accuracy by "
-                        "student (mean, min-max over seeds)", ylabel="accuracy, %", ylim=(0, 102))]
+    return [spread_bars(out / "accuracy.png", groups, bars, title="Fine-tune-CoT: accuracy (mean, min-max over seeds)",
+                        ylabel="accuracy, %", ylim=(0, 102))]
 
 
 def _above(task: str, better: str, worse: str, margin: float = 0.0):

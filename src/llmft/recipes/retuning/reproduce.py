@@ -33,11 +33,11 @@ QUICK = {
                           "--no-resample", "--eval-n", "30"],
                  "tokens": {"recursive": 30, "scratchpad": 120, "baseline": 30},
                  "train": ["train.max_steps=500", "train.batch_size=16", "train.warmup_steps=20", *QUICK_TRAIN]},
-    "parity": {"data": ["--max-size", "6", "--eval-max-size", "10", "--eval-n", "30"],
-               "tokens": {"recursive": 70, "scratchpad": 70, "baseline": 20},
+    "parity": {"data": ["--max-size", "8", "--eval-max-size", "12", "--eval-n", "30"],
+               "tokens": {"recursive": 80, "scratchpad": 80, "baseline": 20},
                "train": ["train.max_steps=300", "train.batch_size=32", *QUICK_TRAIN]},
-    "dp": {"data": ["--max-size", "3", "--eval-max-size", "5", "--n", "1000", "--eval-n", "20"],
-           "tokens": {"recursive": 200, "scratchpad": 1200, "baseline": 30},
+    "dp": {"data": ["--max-size", "3", "--eval-max-size", "4", "--n", "1000", "--eval-n", "15"],
+           "tokens": {"recursive": 200, "scratchpad": 800, "baseline": 30},
            "train": ["train.max_steps=100", *QUICK_TRAIN]},
 }
 # Relative cost of each task's training and evaluation (for the time-left estimate).
