@@ -14,7 +14,7 @@ from llmft.reproduce.claims import claim_lines
 from llmft.reproduce.plan import Plan, Settings, Table
 from llmft.reproduce.runner import StageRecord
 
-PRECISION = re.compile(r"\b(?:no|bf16|fp16) autocast, \w+ weights")
+PRECISION = re.compile(r"^llmft: precision (.+)$", re.MULTILINE)  # the training's first line
 
 
 def cell(values: Sequence[float], digits: int) -> str:
@@ -55,7 +55,8 @@ def machine() -> str:
 
 
 def precisions(out: Path) -> str:
-    """The precisions the training stages reported in their logs (their first line names it)."""
+    """The precisions the training stages reported in their logs (their first line names it), e.g.
+    "bf16 autocast, float32 weights (train.bf16 = auto)"."""
     found = set()
     for log in sorted((out / "logs").glob("*.log")):
         found.update(PRECISION.findall(log.read_text(encoding="utf-8", errors="replace")))
