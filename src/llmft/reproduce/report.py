@@ -73,9 +73,7 @@ def write_report(plan: Plan, settings: Settings, tables: list[Table], plots: lis
     parts = [f"# {plan.title}: the miniature, reproduced", "", plan.summary, "",
              f"- Command: `{command}`",
              f"- Run: {kind}, seeds {seeds}, presets: {settings.preset}",
-             f"- Wall time: {_minutes(wall)} (the sum of the stages' wall times"
-             + (f"; {_minutes(sum(r.seconds for r in records if not r.earlier))} in the last invocation)"
-                if any(r.earlier for r in records) else ")"),
+             f"- Wall time: {_minutes(wall)} (the sum of the stages' wall times, each stage run once)",
              f"- Machine: {machine()}",
              f"- Precision: {precisions(out)}",
              f"- Extra settings: {' '.join(settings.overrides) or 'none'}", "",
