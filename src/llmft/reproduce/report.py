@@ -18,13 +18,15 @@ PRECISION = re.compile(r"^llmft: precision (.+)$", re.MULTILINE)  # the training
 
 
 def cell(values: Sequence[float], digits: int) -> str:
-    """`mean (min-max)` over seeds; one value alone; `-` when missing."""
+    """`mean (min-max)` over seeds (`min to max` when one is negative); one value alone; `-` when missing."""
     if not values:
         return "-"
     mean = sum(values) / len(values)
     if len(values) == 1:
         return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+    low, high = min(values), max(values)
+    joint = " to " if low < 0 or high < 0 else "-"  # "-4.6 to 4.2", never "-4.6-4.2"
+    return f"{mean:.{digits}f} ({low:.{digits}f}{joint}{high:.{digits}f})"
 
 
 def table_markdown(table: Table) -> str:
