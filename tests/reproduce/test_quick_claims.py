@@ -33,7 +33,7 @@ QUICK_SHOWS = {
                   "(step types agree with the tags > 0.95, every seed)"],
     "squad": [],
     "uft": [],
-    "estimate": [],
+    "estimate": ["estimating every subset takes less time than fine-tuning every subset (every seed)"],
 }
 
 
