@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from llmft.recipes.uft.reproduce import CLAIMS as UFT_CLAIMS
 from llmft.reproduce.claims import claim_lines, judge
 from llmft.reproduce.papers import build_plan
 from llmft.reproduce.plan import Settings
@@ -32,7 +33,7 @@ QUICK_SHOWS = {
     "memreason": ["the generated steps carry the right token: <memory> for recalled facts, <reason> for reasoning "
                   "(step types agree with the tags > 0.95, every seed)"],
     "squad": [],
-    "uft": [],
+    "uft": [claim.text for claim in UFT_CLAIMS],  # all five
     "estimate": ["estimating every subset takes less time than fine-tuning every subset (every seed)"],
 }
 
