@@ -53,8 +53,9 @@ bench: $(EXTRAS)
 lint: $(EXTRAS)
 	$(BIN)/ruff check src tests bench
 
+# Re-Tuning's miniature over seeds 0-2 into reproduce/retuning/report.md; ARGS: e.g. ARGS="--quick"
 reproduce-retuning: $(STAMP)
-	bash scripts/reproduce_retuning.sh
+	$(BIN)/llmft reproduce retuning $(ARGS)
 
 clean:
 	rm -rf runs data eval-compare

@@ -174,6 +174,8 @@ def runnable_here(args: list[str]) -> bool:
         return local_base and Path(config.data.train).is_file()
     if verb == "serve":
         return False  # a server runs until stopped: tests/serve start it for real
+    if verb == "reproduce":
+        return False  # minutes to hours of training: tests/reproduce run it (make test-slow)
     if verb in ("eval", "estimate", "export"):
         folders = [args[i + 1] for i, a in enumerate(args) if a == "--adapter"]
         return all(Path(folder).is_dir() for folder in folders)

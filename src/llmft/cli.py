@@ -95,6 +95,7 @@ def _register() -> None:
     from llmft.commands.export import export_command
     from llmft.commands.make_data import make_data_group
     from llmft.commands.recipes import recipes_command
+    from llmft.commands.reproduce import reproduce_command
     from llmft.commands.serve import serve_command
     from llmft.commands.train import train_command
 
@@ -104,6 +105,7 @@ def _register() -> None:
     cli.add_command(export_command)
     cli.add_command(estimate_command)
     cli.add_command(recipes_command)
+    cli.add_command(reproduce_command)
     cli.add_command(serve_command)
     for command in cli.commands.values():  # the whole first line in `llmft --help`, wrapped, not cut off
         command.short_help = command.short_help or (command.help or "").strip().splitlines()[0]

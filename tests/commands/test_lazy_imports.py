@@ -33,7 +33,7 @@ def test_help_config_errors_and_dry_run_load_no_torch(tmp_path: Path) -> None:
     (final / "adapter_config.json").write_text("{}")
     (tmp_path / "train.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
     preset = str(REPO / "recipes" / "sft-tiny.toml")
-    verbs = ["make-data", "train", "eval", "export", "estimate", "serve", "recipes"]
+    verbs = ["make-data", "train", "eval", "export", "estimate", "serve", "recipes", "reproduce"]
     recipes = ["cot-teacher", "memreason", "retuning", "sft", "squad", "uft"]
     calls = [[verb, "--help"] for verb in verbs] + [["make-data", name, "--help"] for name in recipes] + [
         ["recipes"],

@@ -191,3 +191,30 @@ def test_make_data_command_reports_the_teacher_and_fails_clean(tmp_path):
     assert progress[0].startswith("teacher: 4/28 answers") and progress[-1].startswith("teacher: 28/28 answers")
     assert lines[-1] == f"teacher correct {right} of 14 questions, kept {right} records"
     assert len(read_jsonl(out / "train.jsonl")) == right
+
+
+def test_teacher_train_writes_worked_solutions_in_the_two_zero_shot_cot_steps(tmp_path):
+    """`make-data cot-teacher --teacher-train`: per generated sample, the step-1 prompt -> its rationale and the
+    step-2 prompt (step 1 + rationale + answer trigger) -> its answer, the strings the teacher is later asked."""
+    from click.testing import CliRunner
+
+    from llmft.cli import cli
+    from llmft.core.jsonl import read_jsonl
+    from llmft.recipes.cot_teacher.formats import zs_cot_step1, zs_cot_step2
+    from llmft.recipes.cot_teacher.generators import generate_samples
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["make-data", "cot-teacher", "--task", "last_letter_concatenation", "--size", "3",
+                                 "--n", "10", "--teacher-train", "--seed", "99", "--out", str(tmp_path / "lessons")])
+    assert result.exit_code == 0, result.output
+    records = read_jsonl(tmp_path / "lessons" / "train.jsonl")
+    samples = generate_samples("last_letter_concatenation", 10, 99, 3)
+    assert len(records) == 20 and not (tmp_path / "lessons" / "eval.jsonl").exists()
+    first, second = records[0], records[1]
+    step1 = zs_cot_step1(samples[0]["question"])
+    assert first["prompt"] == step1 and first["completion"] == " " + samples[0]["rationale"]
+    assert second["prompt"] == zs_cot_step2(step1, samples[0]["rationale"])
+    assert second["completion"] == f" {samples[0]['answer']}." and first["task"] == "last_letter_concatenation"
+    failed = runner.invoke(cli, ["make-data", "cot-teacher", "--task", "gsm8k", "--teacher-train",
+                                 "--out", str(tmp_path / "none")])
+    assert failed.exit_code == 2 and "--teacher-train: only" in failed.stderr

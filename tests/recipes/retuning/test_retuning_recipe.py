@@ -240,24 +240,3 @@ def test_report_marks_trained_and_extrapolated_sizes():
     assert lines[4].split() == ["3", "extrapolated", "0.250", "0.000", "4"]
     assert get_recipe("retuning").report({"x": {"accuracy": 1.0}}) == ""
 
-
-def test_reproduction_table_sets_gains_beside_the_paper(tmp_path: Path):
-    from llmft.recipes.retuning.reproduce import claim_table, read_runs
-
-    def write(task, fmt, accuracy, by_size):
-        folder = tmp_path / f"retuning-{task}-{fmt}" / "eval" / "final"
-        folder.mkdir(parents=True)
-        (folder / "metrics.json").write_text(json.dumps(
-            {"accuracy": accuracy, "train_max_size": 2, "accuracy_by_size": by_size}))
-
-    write("addition", "recursive", 0.9, {"1": 1.0, "2": 1.0, "3": 0.8, "4": 0.6})
-    write("addition", "baseline", 0.3, {"1": 0.6, "2": 0.4, "3": 0.0, "4": 0.0})
-    write("parity", "recursive", 0.7, {"1": 1.0, "2": 0.8, "3": 0.5, "4": 0.5})
-    write("parity", "baseline", 0.6, {"1": 1.0, "2": 0.6, "3": 0.5, "4": 0.5})
-    write("parity", "scratchpad", 0.5, {"1": 0.5, "2": 0.5, "3": 0.5, "4": 0.5})
-    table = claim_table(read_runs(tmp_path))
-    assert "| addition | recursive | <= 2 | 1.000 | 0.700 |" in table
-    assert "| parity | baseline | <= 2 | 0.800 | 0.500 |" in table
-    # (60 + 10) / 2 tasks over baseline; 20 over scratchpad (parity alone).
-    assert "| over baseline | +35.0 (2 tasks) | +37.4 |" in table
-    assert "| over scratchpad | +20.0 (1 task) | +34.5 |" in table

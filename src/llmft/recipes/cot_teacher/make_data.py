@@ -12,7 +12,14 @@ from llmft.core.errors import LlmftError
 from llmft.core.jsonl import read_json, write_jsonl
 from llmft.core.progress import Progress
 from llmft.recipes.cot_teacher.completions import completion_path, load_completions
-from llmft.recipes.cot_teacher.formats import COT_TEMPLATES, check_template, student_input, student_record
+from llmft.recipes.cot_teacher.formats import (
+    COT_TEMPLATES,
+    check_template,
+    student_input,
+    student_record,
+    zs_cot_step1,
+    zs_cot_step2,
+)
 from llmft.recipes.cot_teacher.generators import GENERATORS, few_shot_prompt, generate_samples
 from llmft.recipes.cot_teacher.tasks import (
     DATASET_SIZES,
@@ -119,6 +126,26 @@ def make_student_data(out: Path, seed: int, *, task: str, dataset_file: str | No
                 for s in select(dataset, test_idx)]
     paths["eval"] = write_jsonl(out / "eval.jsonl", held_out)
     return paths
+
+
+def teacher_records(samples: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """A teacher's lessons: each worked solution as the two Zero-shot-CoT steps the teacher is asked in, the
+    rationale after step 1's "Let's think step by step", then the answer after step 2's "Therefore, the answer"."""
+    records = []
+    for sample in samples:
+        step1 = zs_cot_step1(sample["question"])
+        records.append({"prompt": step1, "completion": " " + sample["rationale"]})
+        records.append({"prompt": zs_cot_step2(step1, sample["rationale"]), "completion": f" {sample['answer']}."})
+    return records
+
+
+def make_teacher_data(out: Path, seed: int, *, task: str, n: int = 0, size: int = 0) -> dict[str, Path]:
+    """`make-data cot-teacher --teacher-train`: train.jsonl of worked solutions (generated tasks only) for a
+    teacher trained here (recipes/cot-teacher-teacher-tiny.toml); use another --seed than the students' data."""
+    if task not in GENERATORS:
+        raise LlmftError(f"--teacher-train: only {', '.join(GENERATORS)} have worked solutions to train a teacher on")
+    samples = generate_samples(task, n or 3000, seed, size)
+    return {"train": write_jsonl(out / "train.jsonl", [dict(r, task=task) for r in teacher_records(samples)])}
 
 
 def _few_shot(task: str, prompts_file: str | None, train: list[dict[str, Any]]) -> str:

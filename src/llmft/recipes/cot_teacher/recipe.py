@@ -73,14 +73,21 @@ class CotTeacherRecipe(Recipe):
                               "zero-shot, few-shot."),
             click.Option(["--model-type"], type=click.Choice(["decoder", "encoder_decoder"]), default="decoder",
                          show_default=True, help="Decoder (GPT-2, Llama) or encoder-decoder (T5) student strings."),
+            click.Option(["--teacher-train"], is_flag=True,
+                         help="Write a teacher's training data instead: worked solutions of --n (default 3000) "
+                              "generated samples in the two Zero-shot-CoT steps (recipes/cot-teacher-teacher-tiny.toml "
+                              "trains on them; give another --seed than the students' data)."),
             click.Option(["--few-shot-prompts"], type=click.Path(dir_okay=False), default=None,
                          help="fs_cot exemplars: the reference's few_shot_cot_prompts.json (default for generated "
                               "tasks: 8 worked training samples)."),
         ]
 
     def make_data(self, out: Path | None, seed: int, **options: Any) -> dict[str, Path]:
-        from llmft.recipes.cot_teacher.make_data import make_student_data
+        from llmft.recipes.cot_teacher.make_data import make_student_data, make_teacher_data
 
+        if options.pop("teacher_train", False):
+            return make_teacher_data(out or Path("data/cot-teacher/teacher") / options["task"], seed,
+                                     task=options["task"], n=options["n"], size=options["size"])
         out = out or Path("data/cot-teacher") / options["task"]
         return make_student_data(out, seed, **options)
 

@@ -17,7 +17,7 @@ from llmft.core.jsonl import read_jsonl, write_jsonl
 from llmft.core.plots import eval_sets, score_bars
 from llmft.core.results import eval_records, evaluate_batched
 from llmft.recipes.base import Recipe
-from llmft.recipes.sft.toys import TOYS, toy_split
+from llmft.recipes.sft.toys import TOYS, toy_mixture
 
 PLOT = "exact_match.png"
 
@@ -40,8 +40,9 @@ class SftRecipe(Recipe):
         return [
             click.Option(["--input", "input_file"], type=click.Path(dir_okay=False), default=None,
                          help="Your prompt/completion JSONL, split into train and eval."),
-            click.Option(["--toy"], type=click.Choice(sorted(TOYS)), default=None,
-                         help="Generate a small learnable task instead."),
+            click.Option(["--toy"], default=None, metavar="TASK[,TASK...]",
+                         help=f"Generate a small learnable task instead ({', '.join(sorted(TOYS))}); several, "
+                              "comma-separated, mix their records, each tagged with its \"task\"."),
             click.Option(["--n"], type=int, default=2000, show_default=True, help="Training records (toy)."),
             click.Option(["--eval-n"], type=int, default=200, show_default=True, help="Eval records (toy)."),
             click.Option(["--eval-fraction"], type=float, default=0.1, show_default=True,
@@ -53,8 +54,8 @@ class SftRecipe(Recipe):
         if bool(input_file) == bool(toy):
             raise LlmftError("make-data sft: give exactly one of --input FILE or --toy TASK")
         if toy:
-            train, held_out = toy_split(toy, n, eval_n, seed)
-            out = out or Path("data/sft") / toy
+            train, held_out = toy_mixture(toy, n, eval_n, seed)
+            out = out or Path("data/sft") / toy.replace(",", "-")
         else:
             records = read_jsonl(input_file, what="--input")
             for line, record in enumerate(records, start=1):

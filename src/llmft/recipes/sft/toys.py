@@ -6,6 +6,8 @@ import random
 import string
 from collections.abc import Callable
 
+from llmft.core.errors import LlmftError
+
 LETTERS = string.ascii_lowercase[:12]
 
 
@@ -44,3 +46,21 @@ def toy_split(task: str, n: int, eval_n: int, seed: int) -> tuple[list[dict], li
             seen.add(record["prompt"])
             records.append(record)
     return records[:n], records[n:]
+
+
+def toy_mixture(tasks: str, n: int, eval_n: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """`toy_split` of each comma-separated task with the same seed, concatenated; with several tasks each record
+    carries its `task` (so a subset of the tasks is exactly the mixture's records of those tasks)."""
+    names = [name.strip() for name in tasks.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TOYS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise LlmftError(f"--toy: expected distinct tasks from {', '.join(sorted(TOYS))}, comma-separated; got "
+                         f"'{tasks}'")
+    train: list[dict] = []
+    held_out: list[dict] = []
+    for name in names:
+        a, b = toy_split(name, n, eval_n, seed)
+        tag = {"task": name} if len(names) > 1 else {}
+        train += [{**r, **tag} for r in a]
+        held_out += [{**r, **tag} for r in b]
+    return train, held_out
