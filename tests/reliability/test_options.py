@@ -87,13 +87,16 @@ def verb_calls(world: dict[str, Path]) -> list[list[str]]:
              "estimate.number_of_subsets=1"] for c in calls(cli.commands["estimate"], ["--adapter", final], root)]
     out += [["serve", *c] for c in calls(cli.commands["serve"], ["--adapter", final, "--port", "0"], root)]
     out += [["recipes", *c] for c in calls(cli.commands["recipes"], [], root)] + [["recipes", "--commands", "nope"]]
+    out += [["reproduce", *c] for c in calls(cli.commands["reproduce"], ["retuning", "--quick"], root)]
     return out
 
 
 def test_every_option_of_every_verb_with_a_bad_value(world, monkeypatch):
+    import llmft.commands.reproduce
     import llmft.commands.serve
 
     monkeypatch.setattr(llmft.commands.serve, "run_server", lambda *args, **kwargs: None)  # never listen
+    monkeypatch.setattr(llmft.commands.reproduce, "_run", lambda *args, **kwargs: None)  # never train
     monkeypatch.chdir(world["root"])
     battery = verb_calls(world)
     assert len(battery) > 60 and {c[0] for c in battery} == set(cli.commands)

@@ -40,7 +40,7 @@ def reproduce_command(paper: str, overrides: tuple[str, ...], seeds: str, quick:
     """Run a paper's miniature over seeds and write DIR/report.md beside the paper's figures.
 
     \b
-    llmft reproduce retuning --quick                   # minutes on a CPU: the shape of each claim
+    llmft reproduce memreason --quick                  # fewer steps: the shape of each claim
     llmft reproduce cot-teacher --seeds 0,1,2          # the full miniature, the report the README cites
     llmft reproduce retuning --quick train.bf16=false  # KEY=VALUE goes to every training stage
 
