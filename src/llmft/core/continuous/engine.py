@@ -96,6 +96,7 @@ class Counting:
         self.next = 0
 
     def advance(self, token_id: int) -> int:
+        """The position of `token_id`: one after the last."""
         self.next += 1
         return self.next - 1
 
