@@ -10,14 +10,9 @@ import time
 import pytest
 import torch
 
-from llmft.core.continuous import (
-    Cancelled,
-    ContinuousEngine,
-    ContinuousGenerator,
-    DecodeContext,
-    decode_context,
-    skipped_ids,
-)
+from llmft.core.continuous.engine import Cancelled, ContinuousEngine
+from llmft.core.continuous.generator import ContinuousGenerator, DecodeContext, decode_context
+from llmft.core.continuous.row_text import skipped_ids
 from llmft.core.generation import HFGenerator
 from llmft.core.positions import DigitAlignment, PositionRules
 from llmft.core.tokenizers import train_tokenizer

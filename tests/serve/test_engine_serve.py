@@ -12,7 +12,9 @@ import httpx
 import pytest
 import torch
 
-from llmft.core.continuous import ContinuousEngine, ContinuousGenerator, skipped_ids
+from llmft.core.continuous.engine import ContinuousEngine
+from llmft.core.continuous.generator import ContinuousGenerator
+from llmft.core.continuous.row_text import skipped_ids
 from llmft.core.generation import Decoded, HFGenerator, Sampling
 from llmft.core.tokenizers import train_tokenizer
 from llmft.serve.app import create_app

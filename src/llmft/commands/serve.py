@@ -53,7 +53,7 @@ def serve_command(specs: tuple[str, ...], host: str, port: int, api_key: str | N
 
 def served_models(specs: tuple[str, ...] | list[str], backend: str = "hf", max_batch: int = 32) -> list[Any]:
     """Load the run folders and wire each one's recipe `decode` into a ServedModel."""
-    from llmft.core.continuous import skipped_ids
+    from llmft.core.continuous.row_text import skipped_ids
     from llmft.core.generation import Sampling
     from llmft.core.model_setup import extra_tokens
     from llmft.recipes.base import get_recipe, section_types

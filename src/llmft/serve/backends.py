@@ -1,5 +1,5 @@
 """Load run folders for serving: the base model once, every adapter on it under its own name (PEFT
-`load_adapter`), one Generator per name over the model's one continuous-batching engine (core/continuous.py)."""
+`load_adapter`), one Generator per name over the model's one continuous-batching engine (core/continuous/)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,8 @@ def _load_base(entries: list[tuple[str, Path, Config, str]], batch_size: int) ->
     from transformers import AutoModelForCausalLM
 
     from llmft.core.bottleneck import is_bottleneck_folder
-    from llmft.core.continuous import ContinuousEngine, ContinuousGenerator
+    from llmft.core.continuous.engine import ContinuousEngine
+    from llmft.core.continuous.generator import ContinuousGenerator
     from llmft.core.generation import HFGenerator
     from llmft.core.inference import is_adapter, load_for_inference
     from llmft.core.models import load_pretrained, resize_embeddings

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmft.core.continuous import ShuttingDown
+from llmft.core.continuous.engine import ShuttingDown
 
 # run(key, prompts) -> one result per prompt, in order.
 RunBatch = Callable[[Hashable, list[str]], Sequence[Any]]

@@ -19,14 +19,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from llmft.core.continuous import (
-    Cancelled,
-    DecodeContext,
-    Generated,
-    ShuttingDown,
-    TokenLogprobs,
-    decode_context,
-)
+from llmft.core.continuous.engine import Cancelled, Generated, ShuttingDown, TokenLogprobs
+from llmft.core.continuous.generator import DecodeContext, decode_context
 from llmft.core.errors import LlmftError
 from llmft.core.generation import Decoded, Sampling
 from llmft.serve.errors import ApiError

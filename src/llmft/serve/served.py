@@ -22,7 +22,7 @@ class ServedModel:
     context_length: int
     defaults: Sampling = field(default_factory=Sampling)  # max_new_tokens and temperature when a request omits them
     info: dict = field(default_factory=dict)  # shown under `llmft` in /v1/models (recipe, folder, base)
-    # The model's continuous-batching engine (core/continuous.py): then each request's decode runs on its own
+    # The model's continuous-batching engine (core/continuous/): then each request's decode runs on its own
     # thread and the engine batches their rows; None: requests go through the app's key-grouping Batcher.
     engine: Any = None
     generator: Any = None  # the engine's Generator for this name (token-id prompts, prompt scoring)
