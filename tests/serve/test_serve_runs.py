@@ -144,7 +144,7 @@ def test_cli_serves_and_drains_on_sigterm(two_runs, tmp_path):
     shift, _ = two_runs
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "llmft", "serve", "--adapter", f"shift={shift}", "--port", "0",
-                             "--max-batch", "4"], stderr=subprocess.PIPE, text=True, env=env)
+                             "--max-batch", "4", "--max-request-rows", "2048"], stderr=subprocess.PIPE, text=True, env=env)
     try:
         port = None
         lines = []
@@ -158,11 +158,12 @@ def test_cli_serves_and_drains_on_sigterm(two_runs, tmp_path):
                 port = int(match.group(1))
         assert port, "".join(lines)
         answers: list = []
-        # 32 prompts x 16 = 512 rows of 40 tokens in chunks of --max-batch 4: seconds of generation even on an idle
-        # machine (128 rows finished within uvicorn's shutdown tick there), so still running at SIGTERM.
+        # 128 prompts x 16 = 2,048 rows of up to 40 tokens, 4 at a time: seconds of generation even on an idle
+        # machine (rows end early at EOS; 512 rows once finished within uvicorn's shutdown tick), so still running
+        # at SIGTERM.
         thread = threading.Thread(target=lambda: answers.append(httpx.post(
             f"http://127.0.0.1:{port}/v1/completions", timeout=600,
-            json={"model": "shift", "prompt": PROMPTS * 4, "max_tokens": 40, "n": 16})))
+            json={"model": "shift", "prompt": PROMPTS * 16, "max_tokens": 40, "n": 16})))
         thread.start()
         while httpx.get(f"http://127.0.0.1:{port}/health").json()["running"] == 0 and thread.is_alive():
             time.sleep(0.02)
@@ -172,8 +173,9 @@ def test_cli_serves_and_drains_on_sigterm(two_runs, tmp_path):
         log = proc.stderr.read()
     finally:
         proc.kill()
+    assert answers and answers[0].status_code == 200, answers and answers[0].text[:300]
     assert "Waiting for connections to close" in log  # the request was still in flight at SIGTERM
-    assert answers[0].status_code == 200 and len(answers[0].json()["choices"]) == 512
+    assert answers[0].status_code == 200 and len(answers[0].json()["choices"]) == 2048
 
 
 def test_cli_warnings_and_one_line_errors(monkeypatch, two_runs):

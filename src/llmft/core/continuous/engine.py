@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -116,6 +117,9 @@ class ContinuousEngine:
         self._jobs: list[tuple[Callable[[], Any], Future]] = []
         self._rows: list[_Row] = []
         self._joining: list[_Row] = []  # admitted, prefilling
+        # Callers (their cancel flags) with a row admitted so far: at a shutdown they finish in full, even between
+        # two of their calls (a recipe decodes in chunks) when none of their rows is in the batch.
+        self._admitted: weakref.WeakSet[threading.Event] = weakref.WeakSet()
         self._adapter: str | None = None
         self._cond = threading.Condition()
         self._stopping = False
@@ -162,8 +166,8 @@ class ContinuousEngine:
             return len(self._queue), len(self._rows)
 
     def refuse_queued(self) -> None:
-        """For a shutdown: callers with a row in the batch finish in full (their queued rows and later calls
-        too); every other queued prompt fails with ShuttingDown, and so do new callers."""
+        """For a shutdown: callers that have had a row in the batch finish in full (their queued rows and later
+        calls too); every other queued prompt fails with ShuttingDown, and so do new callers."""
         with self._cond:
             self._stopping = True
             started = self._started()
@@ -173,9 +177,9 @@ class ContinuousEngine:
             self._queue = [row for row in self._queue if row.ticket.cancelled in started]
             self._cond.notify_all()
 
-    def _started(self) -> list[threading.Event]:
-        """The callers (by their cancel flag, one per request) with a row in the running batch."""
-        return [row.ticket.cancelled for row in [*self._rows, *self._joining]]
+    def _started(self) -> weakref.WeakSet[threading.Event]:
+        """The callers (by their cancel flag, one per request) that have had a row in the running batch."""
+        return self._admitted
 
     def close(self, timeout: float | None = None) -> None:
         """Finish what is queued and running, then stop the worker (a later `submit` starts a new one)."""
@@ -236,6 +240,7 @@ class ContinuousEngine:
             taken = self._queue[:room]
         for row in taken:
             self._queue.remove(row)
+            self._admitted.add(row.ticket.cancelled)
             if row.ticket.cancelled.is_set():
                 row.ticket.future.set_exception(Cancelled("the caller went away"))
         return [row for row in taken if not row.ticket.future.done()
