@@ -94,3 +94,22 @@ def eval_run(folder: Path, overrides: list[str] = (), **options):
 
     config, recipe = load_recipe_config(Path(folder) / "llmft.toml", list(overrides))
     return evaluate_folder(folder, config, recipe, **options)
+
+
+CHAR_ALPHABET = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789=+<>|\n"
+
+
+def random_char_llama(hidden_size: int = 64, layers: int = 2):
+    """(a char tokenizer over CHAR_ALPHABET, a randomly initialised Llama on it, seed 0) for decode-loop tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmft.core.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer([CHAR_ALPHABET], "char")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    return tokenizer, LlamaForCausalLM(config).eval()

@@ -8,32 +8,30 @@ import threading
 import time
 
 import pytest
-import torch
 
 from llmft.core.continuous.engine import Cancelled, ContinuousEngine
 from llmft.core.continuous.generator import ContinuousGenerator, DecodeContext, decode_context
 from llmft.core.continuous.row_text import skipped_ids
 from llmft.core.generation import HFGenerator
 from llmft.core.positions import DigitAlignment, PositionRules
-from llmft.core.tokenizers import train_tokenizer
+from tests.conftest import random_char_llama
 
 PROMPTS = ["abc", "hello world 12", "x", "the quick brown fox jumps", "1+2=", "zz", "4096 + 17 =", "q"]
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789=+<>|\n"], "char")
+def tiny():
+    return random_char_llama()
 
 
 @pytest.fixture(scope="module")
-def model(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tokenizer(tiny):
+    return tiny[0]
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    return LlamaForCausalLM(config).eval()
+
+@pytest.fixture(scope="module")
+def model(tiny):
+    return tiny[1]
 
 
 def generator(model, tokenizer, positions=None, max_batch=4) -> ContinuousGenerator:

@@ -10,15 +10,14 @@ import time
 
 import httpx
 import pytest
-import torch
 
 from llmft.core.continuous.engine import ContinuousEngine
 from llmft.core.continuous.generator import ContinuousGenerator
 from llmft.core.continuous.row_text import skipped_ids
 from llmft.core.generation import Decoded, HFGenerator, Sampling
-from llmft.core.tokenizers import train_tokenizer
 from llmft.serve.app import create_app
 from llmft.serve.served import ServedModel
+from tests.conftest import random_char_llama
 
 from .conftest import client, serving
 
@@ -26,19 +25,18 @@ KEY = "sekret"
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789=+<>|\n"], "char")
+def tokenizer(tiny):
+    return tiny[0]
 
 
 @pytest.fixture(scope="module")
-def generator(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny():
+    return random_char_llama(hidden_size=256, layers=4)
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model = LlamaForCausalLM(config).eval()
+
+@pytest.fixture(scope="module")
+def generator(tiny):
+    tokenizer, model = tiny
     return ContinuousGenerator(ContinuousEngine(model, tokenizer, max_batch=16), HFGenerator(model, tokenizer),
                                skip_ids=skipped_ids(tokenizer))
 
