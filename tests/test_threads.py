@@ -4,13 +4,22 @@ import os
 import subprocess
 import sys
 
-from llmft.threads import busy_cores, choose_wait_policy
+from llmft.threads import busy_cores, choose_wait_policy, set_wait_policy
 
 
 def test_idle_machine_spins_busy_or_unknown_sleeps():
     assert choose_wait_policy({}, busy=0.1) == "ACTIVE"
     assert choose_wait_policy({}, busy=0.9) == "PASSIVE"  # another job holds most of a core
     assert choose_wait_policy({}, busy=None) == "PASSIVE"  # no /proc/stat: the safe choice
+
+
+def test_a_server_keeps_openmps_short_spin_when_idle_and_sleeps_when_busy(monkeypatch):
+    assert choose_wait_policy({}, busy=0.1, idle="") == ""  # a server idles between requests: no endless spin
+    assert choose_wait_policy({}, busy=0.9, idle="") == "PASSIVE"
+    environ: dict[str, str] = {}
+    monkeypatch.setattr("llmft.threads.busy_cores", lambda: 0.0)
+    assert set_wait_policy(environ, idle="") == "" and "OMP_WAIT_POLICY" not in environ
+    assert set_wait_policy(environ) == "ACTIVE" and environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_the_users_policy_and_multi_process_launches_win():

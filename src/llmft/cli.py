@@ -116,12 +116,14 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
-    # OpenMP's wait policy is read when torch loads, so it is set first: spinning (ACTIVE) when the machine is
-    # idle at launch, sleeping (PASSIVE) beside other jobs, the user's OMP_WAIT_POLICY if set (threads.py).
-    if next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "") == "train":
+    # OpenMP's wait policy is read when torch loads, so it is set first: when the machine is idle at launch,
+    # spinning (ACTIVE) for training and OpenMP's short default spin for a server (it idles between requests);
+    # sleeping (PASSIVE) beside other jobs; the user's OMP_WAIT_POLICY if set (threads.py).
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+    if command in ("train", "serve"):
         from llmft.threads import set_wait_policy
 
-        set_wait_policy()
+        set_wait_policy(idle="ACTIVE" if command == "train" else "")
     else:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli.main(prog_name="llmft", args=sys.argv[1:])

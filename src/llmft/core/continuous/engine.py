@@ -3,8 +3,8 @@ joins the running batch at the next step (its prefill runs between two steps) an
 
 Written by hand because transformers' `generate` runs a fixed batch to its end, and its continuous-batching
 manager (`generate_batch`) takes no adapter per request and decoded 1.87x slower than this loop on CPU. Rows of
-different lengths share one cache, left-aligned: a joining row's keys are left-padded to the batch's length (or
-the batch's to the row's), the 2-D attention mask hides the padding and position ids come from each row's own
+different lengths share one cache, right-aligned at its last column (kv_cache: a join or a leave copies only
+the rows that move), the 2-D attention mask hides the padding and position ids come from each row's own
 count (or the run's position rules). Several LoRA adapters run in one batch through PEFT's `adapter_names`;
 other adapter kinds take turns, a batch per adapter, oldest first.
 """
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmft.core.continuous import kv_cache
+from llmft.core.continuous.llama_step import LlamaStep
 from llmft.core.continuous.row_text import RowText
 from llmft.core.generation import MIN_TEMPERATURE, nucleus
 from llmft.core.positions import PositionRules
@@ -201,8 +202,8 @@ class ContinuousEngine:
         # transformers 5 deprecates `past_key_values` for `cache`; a PEFT wrapper passes either on to its base.
         inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         self._cache_key = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
-        self._cache: Any = None
-        self._mask: Any = None
+        self._llama_step = LlamaStep.for_model(self.model)  # decode steps without the model's per-layer overhead
+        self._cache: kv_cache.RunningCache | None = None
         while True:
             with self._cond:
                 while not (self._queue or self._jobs or self._rows):
@@ -225,7 +226,7 @@ class ContinuousEngine:
                 for row in [*self._rows, *joining]:
                     if not row.ticket.future.done():
                         row.ticket.future.set_exception(exc)
-                self._rows, self._cache, self._mask = [], None, None
+                self._rows, self._cache = [], None
 
     def _admit(self) -> list[_Row]:
         """Queued rows that fit in the batch (the running adapter's only, when adapters cannot mix)."""
@@ -250,6 +251,8 @@ class ContinuousEngine:
         """The last position's logits (float) of `ids` run on `cache`, each row with its adapter."""
         import torch
 
+        if ids.shape[1] == 1 and self._llama_step is not None and cache.get_seq_length() > 0:
+            return self._llama_step(ids, positions, mask, cache)
         past = cache.get_seq_length()
         kwargs: dict[str, Any] = {}
         distinct = set(adapters)
@@ -283,7 +286,10 @@ class ContinuousEngine:
         mask = mask.to(self._device)
         logits = self._forward(ids.to(self._device), positions.to(self._device), mask, cache,
                                [row.adapter for row in joining])
-        self._cache, self._mask = kv_cache.merge(self._cache, self._mask, cache, mask)
+        if self._cache is None:
+            self._cache = kv_cache.RunningCache(cache, mask)
+        else:
+            self._cache.join(cache, mask)
         self._rows.extend(joining)
         self._choose(logits, joining, offset=len(self._rows) - len(joining))
 
@@ -295,8 +301,8 @@ class ContinuousEngine:
         tokens = [row.new_ids[-1] for row in rows]
         ids = torch.tensor(tokens, device=self._device)[:, None]
         positions = torch.tensor([row.state.advance(t) for row, t in zip(rows, tokens)], device=self._device)[:, None]
-        self._mask = torch.cat([self._mask, self._mask.new_ones((len(rows), 1))], dim=1)
-        logits = self._forward(ids, positions, self._mask, self._cache, [row.adapter for row in rows])
+        mask = self._cache.step_mask()
+        logits = self._forward(ids, positions, mask, self._cache.cache, [row.adapter for row in rows])
         self.steps += 1
         self.batch_sizes.append(len(rows))
         self.mixed_steps += len({row.adapter for row in rows}) > 1
@@ -354,11 +360,10 @@ class ContinuousEngine:
                                                        row.logprobs if row.top_logprobs is not None else None,
                                                        row.eos))
         keep = [i for i in range(len(self._rows)) if i not in gone]
-        self._rows = [self._rows[i] for i in keep]
         if not keep:
-            self._cache, self._mask = None, None
+            self._rows, self._cache = [], None
             return
-        self._mask = kv_cache.keep_rows(self._cache, self._mask, keep)
+        self._rows = [self._rows[i] for i in self._cache.keep(keep)]
 
     def _drop_cancelled(self) -> None:
         """Rows whose callers went away leave the batch."""
