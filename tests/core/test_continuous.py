@@ -136,3 +136,15 @@ def test_special_tokens_are_skipped_except_the_kept(tokenizer):
     assert tokenizer.bos_token_id in skipped and tokenizer.convert_tokens_to_ids("<|assistant|>") in skipped
     assert tokenizer.convert_tokens_to_ids("<|user|>") not in skipped
     assert tokenizer.convert_tokens_to_ids("a") not in skipped
+
+
+def test_prompts_that_arrive_together_are_prefilled_in_chunks_oldest_first():
+    from types import SimpleNamespace
+
+    from llmft.core.continuous.engine import prefill_chunks
+
+    rows = [SimpleNamespace(ids=[0] * n) for n in (40, 50, 30, 100, 20, 300, 10, 5)]
+    chunks = prefill_chunks(rows, 128)
+    assert [[len(r.ids) for r in chunk] for chunk in chunks] == [[40, 50], [30], [100], [20], [300], [10, 5]]
+    assert [row for chunk in chunks for row in chunk] == rows  # every row once, in arrival order
+    assert prefill_chunks([], 128) == []

@@ -27,6 +27,9 @@ from llmft.core.generation import MIN_TEMPERATURE, nucleus
 from llmft.core.positions import PositionRules
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+# Padded prompt tokens per prefill forward: prompts that arrive together are prefilled in chunks of about this
+# many, oldest first, so the first of them get their first token without waiting for the last one's prompt.
+PREFILL_TOKENS = 256
 
 
 class ShuttingDown(RuntimeError):
@@ -217,8 +220,8 @@ class ContinuousEngine:
             try:
                 with torch.inference_mode():
                     self._drop_cancelled()
-                    if joining:
-                        self._prefill(joining)
+                    for chunk in prefill_chunks(joining, PREFILL_TOKENS):
+                        self._prefill(chunk)  # each chunk's first tokens are handed on before the next runs
                     self._joining = []
                     if self._rows:
                         self._step()
@@ -370,6 +373,22 @@ class ContinuousEngine:
         gone = [i for i, row in enumerate(self._rows) if row.ticket.cancelled.is_set()]
         if gone:
             self._remove(gone)
+
+
+def prefill_chunks(rows: list[_Row], budget: int) -> list[list[_Row]]:
+    """`rows` in order, cut into runs whose padded size (rows x longest prompt) stays within `budget` tokens
+    (a longer prompt makes a run of its own)."""
+    chunks: list[list[_Row]] = []
+    longest = 0
+    for row in rows:
+        width = max(longest, len(row.ids))
+        if chunks and width * (len(chunks[-1]) + 1) <= budget:
+            chunks[-1].append(row)
+            longest = width
+        else:
+            chunks.append([row])
+            longest = len(row.ids)
+    return chunks
 
 
 def _settle(future: Future, job: Callable[[], Any]) -> None:
