@@ -61,7 +61,7 @@ def plan(settings: Settings) -> Plan:
                 "train", str(presets / "cot-teacher-teacher-tiny.toml"), "--overwrite",
                 f"data.train={lessons / 'train.jsonl'}", f"train.output_dir={teacher}",
                 f"train.max_steps={opts['teacher_steps']}", f"train.seed={seed}", *settings.overrides),
-                opts["teacher_steps"] / 1000))
+                opts["teacher_steps"] / 1000, after=(f"data-{task}-teacher-lessons",)))
             ask = [*size, "--n", str(SAMPLES), "--seed", str(seed), "--max-tokens", "128", "--batch-size", "64",
                    "--overwrite"]
             students = {
@@ -71,16 +71,18 @@ def plan(settings: Settings) -> Plan:
             }
             for name, options in students.items():
                 data = data_folder(out, task, name, seed)
+                needs = () if name == "vanilla" else (f"train-{task}-teacher-s{seed}",)
                 stages.append(Stage(f"data-{task}-{name}-s{seed}", ("make-data", "cot-teacher", *ask, *options,
-                                                                    "--out", str(data)), 0.3))
+                                                                    "--out", str(data)), 0.3, after=needs))
             for name in students:
                 data, run = data_folder(out, task, name, seed), out / "runs" / f"{task}-{name}-s{seed}"
                 stages.append(Stage(f"train-{task}-{name}-s{seed}", (
                     "train", str(presets / "cot-teacher-tiny.toml"), "--overwrite",
                     f"data.train={data / 'train.jsonl'}", f"data.eval={data / 'eval.jsonl'}",
                     f"train.output_dir={run}", f"train.max_steps={opts['student_steps']}", f"train.seed={seed}",
-                    *settings.overrides), opts["student_steps"] / 1000))
-                stages.append(Stage(f"eval-{task}-{name}-s{seed}", ("eval", "--adapter", str(run / "final")), 0.2))
+                    *settings.overrides), opts["student_steps"] / 1000, after=(f"data-{task}-{name}-s{seed}",)))
+                stages.append(Stage(f"eval-{task}-{name}-s{seed}", ("eval", "--adapter", str(run / "final")), 0.2,
+                                    after=(f"train-{task}-{name}-s{seed}",)))
     return Plan("cot-teacher", "Fine-tune-CoT (Ho et al., ACL 2023)", SUMMARY, stages,
                 collect=lambda folder: collect(folder, settings.seeds), claims=CLAIMS, draw=draw, notes=NOTES)
 

@@ -67,9 +67,10 @@ def plan(settings: Settings) -> Plan:
                          f"train.output_dir={run}", f"train.seed={seed}"]
                 if settings.preset != "paper":
                     train += [f"eval.max_new_tokens={task_settings['tokens'][fmt]}", *task_settings["train"]]
-                stages.append(Stage(f"train-{task}-{fmt}-s{seed}", (*train, *settings.overrides), WEIGHT[task]))
+                stages.append(Stage(f"train-{task}-{fmt}-s{seed}", (*train, *settings.overrides), WEIGHT[task],
+                                    after=(f"data-{task}-{fmt}",)))
                 stages.append(Stage(f"eval-{task}-{fmt}-s{seed}", ("eval", "--adapter", str(run / "final")),
-                                    WEIGHT[task] / 2))
+                                    WEIGHT[task] / 2, after=(f"train-{task}-{fmt}-s{seed}",)))
     return Plan("retuning", "Re-Tuning (Pasewark et al., ACL 2024)", SUMMARY, stages,
                 collect=lambda out: collect(out, settings.seeds), claims=CLAIMS, draw=draw,
                 notes=NOTES + (QUICK_NOTE if settings.quick else ""))

@@ -55,10 +55,11 @@ def plan(settings: Settings) -> Plan:
                 argv.append(f"model.name={run_folder(out, base, seed) / 'final'}")
             if settings.quick:
                 argv += QUICK[preset]
-            stages.append(Stage(f"train-{name}-s{seed}", (*argv, *settings.overrides), WEIGHT[preset]))
+            needs = ("data", f"train-{base}-s{seed}") if base else ("data",)
+            stages.append(Stage(f"train-{name}-s{seed}", (*argv, *settings.overrides), WEIGHT[preset], after=needs))
         for name in RUNS:
             stages.append(Stage(f"eval-{name}-s{seed}", ("eval", "--adapter", str(run_folder(out, name, seed) / "final")),
-                                1.0))
+                                1.0, after=(f"train-{name}-s{seed}",)))
     return Plan("uft", "What fine-tuning deletes (Jain, Kirk et al., ICLR 2024)", SUMMARY, stages,
                 collect=lambda folder: collect(folder, settings.seeds), claims=CLAIMS, draw=draw, notes=NOTES)
 
