@@ -12,7 +12,7 @@ import pytest
 
 from llmft.core.errors import LlmftError
 from llmft.reproduce.plan import Stage
-from llmft.reproduce.runner import StageRecord, check_order, elapsed, run_stages
+from llmft.reproduce.runner import StageRecord, chain_weights, check_order, elapsed, run_stages
 
 # A stand-in for `python -m llmft`: appends its argv to calls.txt, then sleeps argv[1] seconds (or fails on "fail").
 FAKE = """
@@ -29,7 +29,7 @@ DRIVER = """
 import sys
 from pathlib import Path
 from llmft.reproduce.plan import Stage
-from llmft.reproduce.runner import StageRecord, check_order, elapsed, run_stages
+from llmft.reproduce.runner import StageRecord, chain_weights, check_order, elapsed, run_stages
 out, fake, calls = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 stages = [Stage("first", ("first", "0")), Stage("second", ("second", sys.argv[4])), Stage("third", ("third", "0"))]
 run_stages(stages, out, echo=lambda line: print(line, flush=True), launcher=(sys.executable, fake, calls))
@@ -141,3 +141,16 @@ def test_elapsed_counts_overlapping_stages_once() -> None:
     records = [StageRecord("a", "", 10.0, False, start=100.0), StageRecord("b", "", 10.0, False, start=105.0),
                StageRecord("c", "", 5.0, True, start=200.0)]  # a and b overlap 5 s; c after an idle gap
     assert elapsed(records) == 15.0 + 5.0
+
+
+def test_two_jobs_start_the_heaviest_chain_first(tmp_path: Path) -> None:
+    fake, calls = tmp_path / "timed.py", tmp_path / "calls.txt"
+    fake.write_text(TIMED)
+    stages = [Stage("short1", ("short1", "0.3")), Stage("short2", ("short2", "0.3")),
+              Stage("head", ("head", "0.3")), Stage("tail", ("tail", "0"), weight=5.0, after=("head",))]
+    assert chain_weights(stages) == {"short1": 1.0, "short2": 1.0, "head": 6.0, "tail": 5.0}
+    run_stages(stages, tmp_path / "out", echo=lambda line: None, launcher=(sys.executable, str(fake), str(calls)),
+               jobs=2)
+    starts = [line.split()[0] for line in calls.read_text().splitlines() if " start " in line]
+    assert set(starts[:2]) == {"head", "short1"}  # then plan order among equal chains
+    assert starts.index("tail") > starts.index("head")

@@ -1,6 +1,7 @@
 """Runs a plan's stages as `python -m llmft ...` subprocesses, up to `jobs` at once; a finished stage is never rerun.
 
-A stage starts once every stage its `after` names has finished; with one job the stages run in the plan's order.
+A stage starts once every stage its `after` names has finished; with one job the stages run in the plan's order,
+with more the ready stage that heads the heaviest chain of stages (by weight) starts first.
 Each finished stage leaves `DIR/stages/<name>.json` (its command, seconds, start and end), written atomically only
 after the command exited 0; its output goes to `DIR/logs/<name>.log`. One line per finished stage, with the time
 left estimated from the seconds per unit of weight of the stages finished so far (this run's and earlier runs'),
@@ -95,6 +96,18 @@ def check_order(stages: Sequence[Stage]) -> None:
         seen.add(stage.name)
 
 
+def chain_weights(stages: Sequence[Stage]) -> dict[str, float]:
+    """Per stage, the weight of the heaviest chain of stages that starts with it (it and what waits on it)."""
+    after: dict[str, list[str]] = {stage.name: [] for stage in stages}
+    for stage in stages:
+        for name in stage.after:
+            after[name].append(stage.name)
+    chain: dict[str, float] = {}
+    for stage in reversed(stages):  # every stage is listed after the stages it needs
+        chain[stage.name] = stage.weight + max((chain[name] for name in after[stage.name]), default=0.0)
+    return chain
+
+
 def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = print,
                launcher: tuple[str, ...] = (sys.executable, "-m", "llmft"), jobs: int = 1) -> list[StageRecord]:
     """Run every stage without a marker, up to `jobs` at once; stop at the first failure with a one-line error."""
@@ -108,6 +121,9 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
             echo(f"[{index}/{len(stages)}] {stage.name}: finished earlier ({done[stage.name].seconds:.0f} s), "
                  "not rerun")
     pending = [stage for stage in stages if stage.name not in done]
+    if jobs > 1:  # the longest chains first, so that the last stages do not run alone
+        chain = chain_weights(stages)
+        pending.sort(key=lambda stage: -chain[stage.name])
     running: list[_Running] = []
     started = time.monotonic()
     try:

@@ -20,9 +20,10 @@ RUNS = {
     "recovery": ("recovery", "recovery-Twist", "deletion"),
     "recovery-no-twist": ("recovery", "recovery-Twist", "pretrain-no-twist"),
 }
-QUICK = {"pretrain": ["train.max_steps=600", "train.save_steps=0", "uft.n_generations=32"],
-         "deletion": ["train.save_steps=0", "uft.n_generations=32"],
-         "recovery": ["uft.n_generations=32"]}
+# The report reads the scores and the probe, not the losses: `--quick` scores 64 stories' losses per set.
+QUICK = {"pretrain": ["train.max_steps=450", "train.save_steps=0", "uft.n_generations=24", "uft.loss_examples=64"],
+         "deletion": ["train.max_steps=150", "train.save_steps=0", "uft.n_generations=24", "uft.loss_examples=64"],
+         "recovery": ["uft.n_generations=24", "uft.loss_examples=64"]}
 WEIGHT = {"pretrain": 3.0, "deletion": 1.0, "recovery": 2.0}
 # The published table (tinystories_final.ipynb): Twist generation score at reFT iterations 0 / 30 / 270 (91M
 # model, lr 1e-5 deletion).
@@ -61,7 +62,8 @@ def plan(settings: Settings) -> Plan:
             stages.append(Stage(f"eval-{name}-s{seed}", ("eval", "--adapter", str(run_folder(out, name, seed) / "final")),
                                 1.0, after=(f"train-{name}-s{seed}",)))
     return Plan("uft", "What fine-tuning deletes (Jain, Kirk et al., ICLR 2024)", SUMMARY, stages,
-                collect=lambda folder: collect(folder, settings.seeds), claims=CLAIMS, draw=draw, notes=NOTES)
+                collect=lambda folder: collect(folder, settings.seeds), claims=CLAIMS, draw=draw,
+                notes=NOTES + (QUICK_NOTE if settings.quick else ""))
 
 
 def run_folder(out: Path, name: str, seed: int) -> Path:
@@ -161,3 +163,5 @@ NOTES = ("The paper's runs are llama2.c models (8M-91M) on TinyStories judged by
          "91M model deleted at lr 1e-5. Here the stories are procedural and the judge a checker that agrees with "
          "the generator's labels; the reading (a deleted capability returns in a few steps and stays decodable) "
          "is the paper's, the sizes are not.")
+QUICK_NOTE = (" `--quick` pretrains for 450 steps (the full run: 1,000), deletes for 150 (200) and scores 24 "
+              "generated stories per model (64); reFT keeps its 270 steps.")
