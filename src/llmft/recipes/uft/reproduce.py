@@ -20,10 +20,12 @@ RUNS = {
     "recovery": ("recovery", "recovery-Twist", "deletion"),
     "recovery-no-twist": ("recovery", "recovery-Twist", "pretrain-no-twist"),
 }
-# The report reads the scores and the probe, not the losses: `--quick` scores 64 stories' losses per set.
-QUICK = {"pretrain": ["train.max_steps=450", "train.save_steps=0", "uft.n_generations=24", "uft.loss_examples=64"],
-         "deletion": ["train.max_steps=150", "train.save_steps=0", "uft.n_generations=24", "uft.loss_examples=64"],
-         "recovery": ["uft.n_generations=24", "uft.loss_examples=64"]}
+# The report reads the scores and the probe, not the losses: `--quick` drops the held-out loss during training
+# and scores 64 stories' losses per set.
+QUICK_COMMON = ["train.eval_steps=0", "uft.n_generations=24", "uft.loss_examples=64"]
+QUICK = {"pretrain": ["train.max_steps=600", "train.save_steps=0", *QUICK_COMMON],
+         "deletion": ["train.max_steps=150", "train.save_steps=0", *QUICK_COMMON],
+         "recovery": QUICK_COMMON}
 WEIGHT = {"pretrain": 3.0, "deletion": 1.0, "recovery": 2.0}
 # The published table (tinystories_final.ipynb): Twist generation score at reFT iterations 0 / 30 / 270 (91M
 # model, lr 1e-5 deletion).
@@ -163,5 +165,6 @@ NOTES = ("The paper's runs are llama2.c models (8M-91M) on TinyStories judged by
          "91M model deleted at lr 1e-5. Here the stories are procedural and the judge a checker that agrees with "
          "the generator's labels; the reading (a deleted capability returns in a few steps and stays decodable) "
          "is the paper's, the sizes are not.")
-QUICK_NOTE = (" `--quick` pretrains for 450 steps (the full run: 1,000), deletes for 150 (200) and scores 24 "
-              "generated stories per model (64); reFT keeps its 270 steps.")
+QUICK_NOTE = (" `--quick` pretrains for 600 steps (the full run: 1,000), deletes for 150 (200) and scores 24 "
+              "generated stories per model (64); reFT keeps its 270 steps. At 450 pretraining steps Twist was "
+              "learnt too weakly (0.40, 0.25-0.58) for the first two claims.")
