@@ -35,14 +35,18 @@ def parse_seeds(text: str) -> list[int]:
               help="Folder for data, runs and report.md (default: reproduce/PAPER, reproduce/PAPER-quick).")
 @click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True,
               help="tiny: the CPU presets; paper: the paper-size model presets (needs a GPU).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Stages run at once, each training on one torch thread (default: the usable cores; 1: one "
+                   "after another).")
 def reproduce_command(paper: str, overrides: tuple[str, ...], seeds: str, quick: bool, out: str | None,
-                      preset: str) -> None:
+                      preset: str, jobs: int | None) -> None:
     """Run a paper's miniature over seeds and write DIR/report.md beside the paper's figures.
 
     \b
     llmft reproduce memreason --quick                  # fewer steps: the shape of each claim
     llmft reproduce cot-teacher --seeds 0,1,2          # the full miniature, the report the README cites
     llmft reproduce retuning --quick train.bf16=false  # KEY=VALUE goes to every training stage
+    llmft reproduce uft --quick --jobs 1               # one stage at a time, torch's own threads
 
     A killed run resumes: rerun the same command and every finished stage is skipped.
     """
@@ -50,7 +54,10 @@ def reproduce_command(paper: str, overrides: tuple[str, ...], seeds: str, quick:
     if bad:
         raise LlmftError(f"expected KEY=VALUE, got '{bad[0]}'")
     folder = Path(out) if out else Path("reproduce") / (paper + ("-quick" if quick else ""))
-    settings = Settings(out=folder, seeds=parse_seeds(seeds), quick=quick, preset=preset, overrides=overrides)
+    from llmft.reproduce.runner import default_jobs
+
+    settings = Settings(out=folder, seeds=parse_seeds(seeds), quick=quick, preset=preset, overrides=overrides,
+                        jobs=jobs or default_jobs())
     if preset == "paper":
         _require_gpu()
     _check_same_settings(settings, paper)
@@ -87,8 +94,8 @@ def _run(paper: str, settings: Settings) -> None:
     from llmft.reproduce.runner import run_stages
 
     plan = build_plan(paper, settings)
-    click.echo(f"{plan.title}: {len(plan.stages)} stages into {settings.out}")
-    records = run_stages(plan.stages, settings.out, echo=lambda line: click.echo(line, err=True))
+    click.echo(f"{plan.title}: {len(plan.stages)} stages into {settings.out}, up to {settings.jobs} at once")
+    records = run_stages(plan.stages, settings.out, echo=lambda line: click.echo(line, err=True), jobs=settings.jobs)
     tables = plan.collect(settings.out)
     plots = plan.draw(tables, settings.out / "plots")
     command = shlex.join(["llmft", "reproduce", *sys.argv[sys.argv.index(paper):]]) if paper in sys.argv else \

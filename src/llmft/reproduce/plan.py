@@ -9,11 +9,13 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Stage:
-    """One command of the plan: `llmft <argv>`; `weight` is its expected cost relative to the others."""
+    """One command of the plan: `llmft <argv>`; `weight` is its expected cost relative to the others; `after`
+    names the stages whose output it reads (it starts only once they finished)."""
 
     name: str
     argv: tuple[str, ...]
     weight: float = 1.0
+    after: tuple[str, ...] = ()
 
 
 @dataclass
@@ -52,18 +54,21 @@ class Claim:
 
 @dataclass
 class Settings:
-    """How the plan is asked for: seeds, quick or full, which presets, extra `key=value` for every training."""
+    """How the plan is asked for: seeds, quick or full, which presets, extra `key=value` for every training, and
+    how many stages run at once."""
 
     out: Path
     seeds: Sequence[int] = (0, 1, 2)
     quick: bool = False
     preset: str = "tiny"
     overrides: Sequence[str] = ()
+    jobs: int = 1
 
 
 @dataclass
 class Plan:
-    """A paper's miniature: stages in order, then `collect` reads the tables and `draw` plots them."""
+    """A paper's miniature: stages (listed so that each comes after the ones it needs), then `collect` reads
+    the tables and `draw` plots them."""
 
     paper: str
     title: str

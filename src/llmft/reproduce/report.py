@@ -12,7 +12,7 @@ from pathlib import Path
 from llmft.core.runs import atomic_write_text
 from llmft.reproduce.claims import claim_lines
 from llmft.reproduce.plan import Plan, Settings, Table
-from llmft.reproduce.runner import StageRecord
+from llmft.reproduce.runner import StageRecord, elapsed
 
 PRECISION = re.compile(r"^llmft: precision (.+)$", re.MULTILINE)  # the training's first line
 
@@ -70,12 +70,14 @@ def write_report(plan: Plan, settings: Settings, tables: list[Table], plots: lis
     """Write DIR/report.md and return its path."""
     out = settings.out
     seeds = ", ".join(str(s) for s in settings.seeds)
-    wall = sum(r.seconds for r in records)
+    wall, busy = elapsed(records), sum(r.seconds for r in records)
+    at_once = "one stage at a time" if settings.jobs == 1 else f"up to {settings.jobs} stages at once"
     kind = "quick run (`--quick`: fewer steps; the shape of each claim, not its size)" if settings.quick else "full run"
     parts = [f"# {plan.title}: the miniature, reproduced", "", plan.summary, "",
              f"- Command: `{command}`",
              f"- Run: {kind}, seeds {seeds}, presets: {settings.preset}",
-             f"- Wall time: {_minutes(wall)} (the sum of the stages' wall times, each stage run once)",
+             f"- Wall time: {_minutes(wall)} of real elapsed time, {at_once}; the stages' own wall times sum to "
+             f"{_minutes(busy)}",
              f"- Machine: {machine()}",
              f"- Precision: {precisions(out)}",
              f"- Extra settings: {' '.join(settings.overrides) or 'none'}", "",

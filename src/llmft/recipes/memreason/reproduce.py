@@ -39,8 +39,10 @@ def plan(settings: Settings) -> Plan:
             stages.append(Stage(f"train-{variant}-s{seed}", (
                 "train", str(preset_dir() / "memreason-tiny.toml"), "--overwrite", f"memreason.variant={variant}",
                 f"data.train={data / 'train.jsonl'}", f"data.eval={data / 'test.jsonl'}", f"train.output_dir={run}",
-                f"train.seed={seed}", *(QUICK if settings.quick else []), *settings.overrides), 2.0))
-            stages.append(Stage(f"eval-{variant}-s{seed}", ("eval", "--adapter", str(run / "final")), 1.0))
+                f"train.seed={seed}", *(QUICK if settings.quick else []), *settings.overrides), 2.0,
+                after=(f"data-{variant}",)))
+            stages.append(Stage(f"eval-{variant}-s{seed}", ("eval", "--adapter", str(run / "final")), 1.0,
+                                after=(f"train-{variant}-s{seed}",)))
     return Plan("memreason", "Disentangling memory and reasoning (planning tokens)", SUMMARY, stages,
                 collect=lambda folder: collect(folder, settings.seeds), claims=CLAIMS, draw=draw, notes=NOTES)
 

@@ -44,7 +44,7 @@ def plan(settings: Settings) -> Plan:
         stages.append(Stage(f"train-meta-s{seed}", (
             "train", str(preset), "--overwrite", f"data.train={out / 'data' / 'all' / 'train.jsonl'}", *common,
             f"train.output_dir={meta}", f"train.max_steps={size['meta_steps']}", f"train.seed={seed}",
-            *settings.overrides), size["meta_steps"] / 100))
+            *settings.overrides), size["meta_steps"] / 100, after=("data-all",)))
         tuned = []
         for subset in size["subsets"]:
             run = out / "runs" / f"finetune-{name(subset)}-s{seed}"
@@ -53,12 +53,14 @@ def plan(settings: Settings) -> Plan:
                 "train", str(preset), "--overwrite", f"adapter.init_from={meta / 'final'}",
                 f"data.train={out / 'data' / name(subset) / 'train.jsonl'}", *common, f"train.output_dir={run}",
                 f"train.max_steps={size['finetune_steps']}", "train.learning_rate=1e-3", "train.warmup_steps=0",
-                f"train.seed={seed}", *settings.overrides), size["finetune_steps"] / 100))
+                f"train.seed={seed}", *settings.overrides), size["finetune_steps"] / 100,
+                after=(f"train-meta-s{seed}", f"data-{name(subset)}")))
         subsets = json.dumps([list(s) for s in size["subsets"]])
         stages.append(Stage(f"estimate-s{seed}", (
             "estimate", "--adapter", str(meta / "final"), "--out", str(out / "estimates" / f"s{seed}"),
             "estimate.group_by=task", f"estimate.subsets={subsets}", f"estimate.seed={seed}",
-            f"estimate.finetuned={json.dumps(tuned)}"), 1.0))
+            f"estimate.finetuned={json.dumps(tuned)}"), 1.0,
+            after=(f"train-meta-s{seed}", *(f"train-finetune-{name(s)}-s{seed}" for s in size["subsets"]))))
     return Plan("estimate", "GradEx: fine-tuned losses without training (Li et al., EMNLP Findings 2024)", SUMMARY,
                 stages, collect=lambda folder: collect(folder, settings.seeds, size["subsets"]), claims=CLAIMS,
                 draw=draw, notes=NOTES)

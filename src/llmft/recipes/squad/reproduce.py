@@ -37,8 +37,9 @@ def plan(settings: Settings) -> Plan:
         if not paper:
             train += [f"data.train={data / 'train.jsonl'}", f"data.eval={data / 'test.jsonl'}",
                       f"data.heldout={data / 'val.jsonl'}", *size["train"]]
-        stages.append(Stage(f"train-s{seed}", (*train, *settings.overrides), 5.0))
-        stages.append(Stage(f"eval-s{seed}", ("eval", "--adapter", str(run / "final")), 1.0))
+        stages.append(Stage(f"train-s{seed}", (*train, *settings.overrides), 5.0, after=("data",)))
+        stages.append(Stage(f"eval-s{seed}", ("eval", "--adapter", str(run / "final")), 1.0,
+                            after=(f"train-s{seed}",)))
     return Plan("squad", "SQuAD v2 answered in JSON (teticio/llama-squad)", SUMMARY, stages,
                 collect=lambda folder: collect(folder, settings.seeds), claims=CLAIMS, draw=draw, notes=NOTES)
 

@@ -20,9 +20,12 @@ RUNS = {
     "recovery": ("recovery", "recovery-Twist", "deletion"),
     "recovery-no-twist": ("recovery", "recovery-Twist", "pretrain-no-twist"),
 }
-QUICK = {"pretrain": ["train.max_steps=600", "train.save_steps=0", "uft.n_generations=32"],
-         "deletion": ["train.save_steps=0", "uft.n_generations=32"],
-         "recovery": ["uft.n_generations=32"]}
+# The report reads the scores and the probe, not the losses: `--quick` drops the held-out loss during training
+# and scores 64 stories' losses per set.
+QUICK_COMMON = ["train.eval_steps=0", "uft.n_generations=24", "uft.loss_examples=64"]
+QUICK = {"pretrain": ["train.max_steps=600", "train.save_steps=0", *QUICK_COMMON],
+         "deletion": ["train.max_steps=150", "train.save_steps=0", *QUICK_COMMON],
+         "recovery": QUICK_COMMON}
 WEIGHT = {"pretrain": 3.0, "deletion": 1.0, "recovery": 2.0}
 # The published table (tinystories_final.ipynb): Twist generation score at reFT iterations 0 / 30 / 270 (91M
 # model, lr 1e-5 deletion).
@@ -55,12 +58,14 @@ def plan(settings: Settings) -> Plan:
                 argv.append(f"model.name={run_folder(out, base, seed) / 'final'}")
             if settings.quick:
                 argv += QUICK[preset]
-            stages.append(Stage(f"train-{name}-s{seed}", (*argv, *settings.overrides), WEIGHT[preset]))
+            needs = ("data", f"train-{base}-s{seed}") if base else ("data",)
+            stages.append(Stage(f"train-{name}-s{seed}", (*argv, *settings.overrides), WEIGHT[preset], after=needs))
         for name in RUNS:
             stages.append(Stage(f"eval-{name}-s{seed}", ("eval", "--adapter", str(run_folder(out, name, seed) / "final")),
-                                1.0))
+                                1.0, after=(f"train-{name}-s{seed}",)))
     return Plan("uft", "What fine-tuning deletes (Jain, Kirk et al., ICLR 2024)", SUMMARY, stages,
-                collect=lambda folder: collect(folder, settings.seeds), claims=CLAIMS, draw=draw, notes=NOTES)
+                collect=lambda folder: collect(folder, settings.seeds), claims=CLAIMS, draw=draw,
+                notes=NOTES + (QUICK_NOTE if settings.quick else ""))
 
 
 def run_folder(out: Path, name: str, seed: int) -> Path:
@@ -160,3 +165,6 @@ NOTES = ("The paper's runs are llama2.c models (8M-91M) on TinyStories judged by
          "91M model deleted at lr 1e-5. Here the stories are procedural and the judge a checker that agrees with "
          "the generator's labels; the reading (a deleted capability returns in a few steps and stays decodable) "
          "is the paper's, the sizes are not.")
+QUICK_NOTE = (" `--quick` pretrains for 600 steps (the full run: 1,000), deletes for 150 (200) and scores 24 "
+              "generated stories per model (64); reFT keeps its 270 steps. At 450 pretraining steps Twist was "
+              "learnt too weakly (0.40, 0.25-0.58) for the first two claims.")
