@@ -205,7 +205,7 @@ class ContinuousEngine:
         # transformers 5 deprecates `past_key_values` for `cache`; a PEFT wrapper passes either on to its base.
         inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         self._cache_key = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
-        self._llama_step = LlamaStep.for_model(self.model)  # decode steps without the model's per-layer overhead
+        self._llama_step = LlamaStep.for_model(self.model)  # forwards without the model's per-layer overhead
         self._cache: kv_cache.RunningCache | None = None
         while True:
             with self._cond:
@@ -254,7 +254,7 @@ class ContinuousEngine:
         """The last position's logits (float) of `ids` run on `cache`, each row with its adapter."""
         import torch
 
-        if ids.shape[1] == 1 and self._llama_step is not None and cache.get_seq_length() > 0:
+        if self._llama_step is not None:
             return self._llama_step(ids, positions, mask, cache)
         past = cache.get_seq_length()
         kwargs: dict[str, Any] = {}

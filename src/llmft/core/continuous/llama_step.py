@@ -1,11 +1,11 @@
-"""One decode step (a token per row) of a plain Llama model, run over its own weights without transformers'
-per-layer machinery.
+"""A forward of a plain Llama model over a batch's new tokens (a prefill, or one decode step), run over its own
+weights without transformers' per-layer machinery.
 
-Written by hand because at serving sizes on CPU the model's Python overhead is a large share of a decode step:
-transformers' forward builds a 4-D mask, output records, kernel-hub wrappers and a cache call chain per layer
-per step. This step keeps the arithmetic op for op (the same RMSNorm, rotary embedding and SDPA call with a
-boolean padding mask), so greedy tokens equal the model's own forward; prefill and every model it does not
-recognise (PEFT wrappers, quantized or biased layers, other architectures) go through the model's forward.
+Written by hand because at serving sizes on CPU the model's Python overhead is a large share of a forward:
+transformers' builds output records, kernel-hub wrappers and a cache call chain per layer per call. This one keeps
+the arithmetic op for op (the same RMSNorm and rotary embedding, the model's own mask and its SDPA dispatch), so
+its logits equal the model's forward; every model it does not recognise (PEFT wrappers, quantized or biased
+layers, other architectures) goes through the model's forward.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ SUPPORTED_ACTIVATIONS = ("silu",)
 
 
 class LlamaStep:
-    """`step(ids, positions, mask, cache)`: the last-position logits (float) of one new token per row, appended
-    to `cache` (a DynamicCache whose layers hold the rows' keys and values so far)."""
+    """`step(ids, positions, mask, cache)`: the last position's logits (float) of each row's new tokens, their
+    keys and values appended to `cache` (a DynamicCache holding the rows' tokens so far, or empty)."""
 
     def __init__(self, model: Any):
         self.model = model
@@ -56,28 +56,32 @@ class LlamaStep:
 
     def __call__(self, ids: Any, positions: Any, mask: Any, cache: Any) -> Any:
         import torch.nn.functional as F
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        from transformers.masking_utils import create_causal_mask
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-        rows = ids.shape[0]
+        rows, length = ids.shape
         x = self.inner.embed_tokens(ids)
+        # The model's own mask (causal and padding, or None where SDPA needs none) and its own SDPA dispatch.
+        causal = create_causal_mask(config=self.model.config, inputs_embeds=x, attention_mask=mask, cache=cache,
+                                    position_ids=positions)
         cos, sin = self.inner.rotary_emb(x, positions)
-        keep = mask.bool()[:, None, None, :]  # the padding columns hidden, as the model's SDPA mask does
         for index, layer in enumerate(self.inner.layers):
             attention, mlp = layer.self_attn, layer.mlp
             h = _rms_norm(x, layer.input_layernorm)
-            q = F.linear(h, attention.q_proj.weight).view(rows, 1, -1, self.head_dim).transpose(1, 2)
-            k = F.linear(h, attention.k_proj.weight).view(rows, 1, -1, self.head_dim).transpose(1, 2)
-            v = F.linear(h, attention.v_proj.weight).view(rows, 1, -1, self.head_dim).transpose(1, 2)
+            q = F.linear(h, attention.q_proj.weight).view(rows, length, -1, self.head_dim).transpose(1, 2)
+            k = F.linear(h, attention.k_proj.weight).view(rows, length, -1, self.head_dim).transpose(1, 2)
+            v = F.linear(h, attention.v_proj.weight).view(rows, length, -1, self.head_dim).transpose(1, 2)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            keys, values = cache.layers[index].update(k, v)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=keep, scale=self.scaling,
-                                                 enable_gqa=self.kv_heads != self.heads)
-            x = x + F.linear(out.transpose(1, 2).reshape(rows, 1, -1), attention.o_proj.weight)
+            keys, values = cache.update(k, v, index)
+            out, _ = sdpa_attention_forward(attention, q, keys, values, causal, dropout=0.0,
+                                            scaling=attention.scaling)
+            x = x + F.linear(out.reshape(rows, length, -1).contiguous(), attention.o_proj.weight)
             h = _rms_norm(x, layer.post_attention_layernorm)
             x = x + F.linear(F.silu(F.linear(h, mlp.gate_proj.weight)) * F.linear(h, mlp.up_proj.weight),
                              mlp.down_proj.weight)
         x = _rms_norm(x, self.inner.norm)
-        return F.linear(x[:, -1], self.model.lm_head.weight).float()
+        return F.linear(x[:, -1:], self.model.lm_head.weight)[:, -1].float()
 
 
 def _rms_norm(x: Any, norm: Any) -> Any:
