@@ -62,15 +62,20 @@ def test_the_first_streamed_token_comes_long_before_the_answer_ends(url):
     prompt = next(p for p in ("abc", "x", "hello", "q q", "zz 12") if api.completions.create(
         model="m", prompt=p, max_tokens=64).usage.completion_tokens == 64)
     plain = api.completions.create(model="m", prompt=prompt, max_tokens=64).choices[0].text
-    started, arrivals, pieces = time.perf_counter(), [], []
-    with httpx.stream("POST", f"{url}/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
-                      json={"model": "m", "prompt": prompt, "max_tokens": 64, "stream": True}) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: {"):
-                arrivals.append(time.perf_counter() - started)
-                pieces.append(json.loads(line[6:])["choices"][0]["text"])
-    assert "".join(pieces) == plain
-    assert len(arrivals) > 32 and arrivals[0] < 0.25 * arrivals[-1], (arrivals[0], arrivals[-1])
+    shares = []
+    # The tiny model decodes 64 tokens in ~0.1 s, so a busy machine can delay one first chunk past the quarter:
+    # the best of three tries counts (an answer sent in one burst at its end fails every try).
+    for _ in range(3):
+        started, arrivals, pieces = time.perf_counter(), [], []
+        with httpx.stream("POST", f"{url}/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
+                          json={"model": "m", "prompt": prompt, "max_tokens": 64, "stream": True}) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    arrivals.append(time.perf_counter() - started)
+                    pieces.append(json.loads(line[6:])["choices"][0]["text"])
+        assert "".join(pieces) == plain and len(arrivals) > 32
+        shares.append(arrivals[0] / arrivals[-1])
+    assert min(shares) < 0.25, shares
 
 
 def test_streams_of_n_choices_and_chat_with_usage(url):
