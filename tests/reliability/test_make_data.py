@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from llmft.cli import cli
 from llmft.core.jsonl import read_jsonl
-from tests.openai_stub import OpenAIStub
+from tests.openai_stub import OpenAIStub, QuietHTTPServer
 from tests.reliability.battery import one_error
 
 COIN = ["make-data", "cot-teacher", "--task", "coin_flip", "--n", "20"]
@@ -191,7 +191,7 @@ def test_a_dripping_teacher_meets_the_total_deadline():
                 self.wfile.flush()
                 time.sleep(0.25)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server = QuietHTTPServer(("127.0.0.1", 0), Drip)  # the client leaves after 1 s: broken pipes are expected
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         endpoint = Endpoint(f"http://127.0.0.1:{server.server_address[1]}", "m", timeout=5, deadline=1.0,
