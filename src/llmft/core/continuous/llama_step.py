@@ -3,7 +3,7 @@ weights without transformers' per-layer machinery.
 
 Written by hand because at serving sizes on CPU the model's Python overhead is a large share of a forward:
 transformers' builds output records, kernel-hub wrappers and a cache call chain per layer per call. This one keeps
-the arithmetic op for op (the same RMSNorm and rotary embedding, the model's own mask and its SDPA dispatch), so
+the arithmetic op for op (the model's own norms, rotary embedding, mask builder and SDPA dispatch), so
 its logits equal the model's forward; every model it does not recognise (PEFT wrappers, quantized or biased
 layers, other architectures) goes through the model's forward.
 """
@@ -22,11 +22,6 @@ class LlamaStep:
     def __init__(self, model: Any):
         self.model = model
         self.inner = model.model
-        config = model.config
-        self.heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.scaling = self.head_dim ** -0.5
 
     @classmethod
     def for_model(cls, model: Any) -> LlamaStep | None:
@@ -68,27 +63,19 @@ class LlamaStep:
         cos, sin = self.inner.rotary_emb(x, positions)
         for index, layer in enumerate(self.inner.layers):
             attention, mlp = layer.self_attn, layer.mlp
-            h = _rms_norm(x, layer.input_layernorm)
-            q = F.linear(h, attention.q_proj.weight).view(rows, length, -1, self.head_dim).transpose(1, 2)
-            k = F.linear(h, attention.k_proj.weight).view(rows, length, -1, self.head_dim).transpose(1, 2)
-            v = F.linear(h, attention.v_proj.weight).view(rows, length, -1, self.head_dim).transpose(1, 2)
+            h = layer.input_layernorm(x)
+            shape = (rows, length, -1, attention.head_dim)
+            q = F.linear(h, attention.q_proj.weight).view(shape).transpose(1, 2)
+            k = F.linear(h, attention.k_proj.weight).view(shape).transpose(1, 2)
+            v = F.linear(h, attention.v_proj.weight).view(shape).transpose(1, 2)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             keys, values = cache.update(k, v, index)
             out, _ = sdpa_attention_forward(attention, q, keys, values, causal, dropout=0.0,
                                             scaling=attention.scaling)
             x = x + F.linear(out.reshape(rows, length, -1).contiguous(), attention.o_proj.weight)
-            h = _rms_norm(x, layer.post_attention_layernorm)
+            h = layer.post_attention_layernorm(x)
             x = x + F.linear(F.silu(F.linear(h, mlp.gate_proj.weight)) * F.linear(h, mlp.up_proj.weight),
                              mlp.down_proj.weight)
-        x = _rms_norm(x, self.inner.norm)
+        x = self.inner.norm(x)
         return F.linear(x[:, -1:], self.model.lm_head.weight)[:, -1].float()
 
-
-def _rms_norm(x: Any, norm: Any) -> Any:
-    """LlamaRMSNorm's arithmetic (float32 inside, back to the input's dtype)."""
-    import torch
-
-    dtype = x.dtype
-    h = x.to(torch.float32)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-    return norm.weight * h.to(dtype)
