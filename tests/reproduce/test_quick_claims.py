@@ -3,11 +3,13 @@ written with its plots, and the claims the committed quick report states as show
 
 These replace the per-paper miniature tests: the README links the reports, the reports state the claims, and
 this test asserts them, so the three cannot drift apart. Up to ten minutes each on two cores, the stages run as
-`--jobs` defaults (docs/reports/<paper>/).
+`--jobs` defaults (docs/reports/<paper>/). With LLMFT_QUICK_OUT=DIR the runs stay in DIR/<paper>: a rerun
+after an interruption redoes no finished stage.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +62,8 @@ def quick_run(paper: str, out: Path) -> tuple[list[str], str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("paper", sorted(QUICK_SHOWS))
 def test_quick_run_shows_the_claims_its_report_states(paper: str, tmp_path: Path) -> None:
-    shown, report = quick_run(paper, tmp_path / paper)
+    # LLMFT_QUICK_OUT keeps the runs in DIR/<paper>, so a rerun after an interruption (or over a user's own
+    # quick runs) redoes no finished stage.
+    shown, report = quick_run(paper, Path(os.environ.get("LLMFT_QUICK_OUT", tmp_path)) / paper)
     assert set(QUICK_SHOWS[paper]) <= set(shown), (paper, shown)
     assert "seeds 0, 1, 2" in report
