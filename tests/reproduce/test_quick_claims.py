@@ -26,10 +26,15 @@ REPO = Path(__file__).resolve().parents[2]
 PAPERS = ("cot-teacher", "estimate", "memreason", "retuning", "squad", "uft")
 
 
-def committed_quick_shows(paper: str) -> list[str]:
-    """The claims the committed quick report (docs/reports/<paper>/quick/report.md) states as shown."""
+def committed_shown_line(paper: str) -> str:
+    """The "Claims shown" line of the committed quick report (docs/reports/<paper>/quick/report.md)."""
     report = (REPO / "docs" / "reports" / paper / "quick" / "report.md").read_text(encoding="utf-8")
-    line = next(line for line in report.splitlines() if line.startswith("**Claims shown:**"))
+    return next(line for line in report.splitlines() if line.startswith("**Claims shown:**"))
+
+
+def committed_quick_shows(paper: str) -> list[str]:
+    """The claims the committed quick report states as shown."""
+    line = committed_shown_line(paper)
     claims = build_plan(paper, Settings(out=REPO / "reproduce" / paper, quick=True)).claims
     return [claim.text for claim in claims if f"{claim.text};" in line or line.endswith(f"{claim.text}.")]
 
@@ -39,9 +44,7 @@ def test_committed_quick_reports_state_claims_of_their_paper() -> None:
     for paper in PAPERS:
         shown = committed_quick_shows(paper)
         assert shown, paper
-        report = (REPO / "docs" / "reports" / paper / "quick" / "report.md").read_text(encoding="utf-8")
-        line = next(line for line in report.splitlines() if line.startswith("**Claims shown:**"))
-        assert line == f"**Claims shown:** {'; '.join(shown)}.", paper
+        assert committed_shown_line(paper) == f"**Claims shown:** {'; '.join(shown)}.", paper
 
 
 def quick_run(paper: str, out: Path) -> tuple[list[str], str]:
