@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,7 +13,15 @@ import pytest
 
 from llmft.core.errors import LlmftError
 from llmft.reproduce.plan import Stage
-from llmft.reproduce.runner import StageRecord, chain_weights, check_order, elapsed, run_stages
+from llmft.reproduce.runner import (
+    StageRecord,
+    chain_weights,
+    check_order,
+    elapsed,
+    run_stages,
+    runs_alone,
+    transitive_needs,
+)
 
 # A stand-in for `python -m llmft`: appends its argv to calls.txt, then sleeps argv[1] seconds (or fails on "fail").
 FAKE = """
@@ -108,6 +117,26 @@ def test_two_jobs_overlap_independent_stages_and_a_dependent_one_waits(tmp_path:
     assert json.loads((out / "stages" / "train.json").read_text())["command"] == "llmft train 1.0 train.threads=1"
     wall = elapsed(records)
     assert 1.0 <= wall < sum(r.seconds for r in records) - 0.5  # real elapsed time, less than the stages' sum
+
+
+def test_a_stage_that_runs_alone_keeps_torch_threads_beside_idle_jobs(tmp_path: Path) -> None:
+    fake, calls, out = tmp_path / "timed.py", tmp_path / "calls.txt", tmp_path / "out"
+    fake.write_text(TIMED)
+    stages = [Stage("train", ("train", "0.2")), Stage("eval", ("eval", "0"), after=("train",))]
+    run_stages(stages, out, echo=lambda line: None, launcher=(sys.executable, str(fake), str(calls)), jobs=2)
+    threads = os.environ.get("OMP_NUM_THREADS", "None")
+    assert _times(calls)[("train", "start")][1:] == [threads, "0.2"]  # no pin: nothing could run beside it
+    assert json.loads((out / "stages" / "train.json").read_text())["command"] == "llmft train 0.2"
+
+
+def test_runs_alone_only_when_every_pending_stage_waits_on_it() -> None:
+    train, side = Stage("train", ("train",)), Stage("side", ("side",))
+    evaluate, report = Stage("eval", ("eval",), after=("train",)), Stage("report", ("report",), after=("eval",))
+    needs = transitive_needs([train, side, evaluate, report])
+    assert needs["report"] == {"train", "eval"}
+    assert runs_alone(train, [train, evaluate, report], running=0, needs=needs)  # report waits on train via eval
+    assert not runs_alone(train, [train, side, evaluate], running=0, needs=needs)  # side could run beside it
+    assert not runs_alone(train, [train, evaluate], running=1, needs=needs)  # another stage is running
 
 
 def test_one_job_keeps_the_plan_order_and_torch_threads(tmp_path: Path) -> None:

@@ -36,8 +36,8 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True,
               help="tiny: the CPU presets; paper: the paper-size model presets (needs a GPU).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Stages run at once, each training on one torch thread (default: the usable cores; 1: one "
-                   "after another).")
+              help="Stages run at once, each training on one torch thread unless it runs alone (default: the "
+                   "usable cores; 1: one after another).")
 def reproduce_command(paper: str, overrides: tuple[str, ...], seeds: str, quick: bool, out: str | None,
                       preset: str, jobs: int | None) -> None:
     """Run a paper's miniature over seeds and write DIR/report.md beside the paper's figures.

@@ -1,7 +1,9 @@
 """Runs a plan's stages as `python -m llmft ...` subprocesses, up to `jobs` at once; a finished stage is never rerun.
 
 A stage starts once every stage its `after` names has finished; with one job the stages run in the plan's order,
-with more the ready stage that heads the heaviest chain of stages (by weight) starts first.
+with more the ready stage that heads the heaviest chain of stages (by weight) starts first. Beside other jobs a
+stage gets one torch thread; a stage that runs alone (nothing else running, every stage still to run waits on it)
+keeps torch's own threads, as with one job.
 Each finished stage leaves `DIR/stages/<name>.json` (its command, seconds, start and end), written atomically only
 after the command exited 0; its output goes to `DIR/logs/<name>.log`. One line per finished stage, with the time
 left estimated from the seconds per unit of weight of the stages finished so far (this run's and earlier runs'),
@@ -48,6 +50,7 @@ class _Running:
     path: Path
     start: float
     began: float
+    jobs: int
 
 
 def default_jobs() -> int:
@@ -68,6 +71,19 @@ def stage_argv(stage: Stage, jobs: int = 1) -> tuple[str, ...]:
 def command_line(stage: Stage, jobs: int = 1) -> str:
     """The stage as a shell line: `llmft make-data ...`."""
     return shlex.join(["llmft", *stage_argv(stage, jobs)])
+
+
+def runs_alone(stage: Stage, pending: Sequence[Stage], running: int, needs: dict[str, set[str]]) -> bool:
+    """Whether nothing can run beside `stage`: no other stage is running and every pending one waits on it."""
+    return running == 0 and all(stage.name in needs[other.name] for other in pending if other is not stage)
+
+
+def transitive_needs(stages: Sequence[Stage]) -> dict[str, set[str]]:
+    """Per stage, every stage it waits on, directly or through others (stages are listed after what they need)."""
+    needs: dict[str, set[str]] = {}
+    for stage in stages:
+        needs[stage.name] = set(stage.after).union(*(needs[name] for name in stage.after))
+    return needs
 
 
 def marker_path(out: Path, stage: Stage) -> Path:
@@ -124,17 +140,19 @@ def run_stages(stages: list[Stage], out: Path, echo: Callable[[str], None] = pri
     if jobs > 1:  # the longest chains first, so that the last stages do not run alone
         chain = chain_weights(stages)
         pending.sort(key=lambda stage: -chain[stage.name])
+    needs = transitive_needs(stages)
     running: list[_Running] = []
     started = time.monotonic()
     try:
         while pending or running:
             ready = [stage for stage in pending if all(name in done for name in stage.after)]
             for stage in ready[:jobs - len(running)]:
-                running.append(_start(stage, out, launcher, jobs))
+                alone = runs_alone(stage, pending, len(running), needs)
+                running.append(_start(stage, out, launcher, 1 if alone else jobs))
                 pending.remove(stage)
             job = _wait_any(running)
             running.remove(job)
-            record = _finish(job, out, jobs)
+            record = _finish(job, out)
             done[record.name] = record
             left = _left(stages, done, running, jobs)
             echo(f"[{len(done)}/{len(stages)}] {record.name}: {record.seconds:.0f} s; "
@@ -155,6 +173,7 @@ def _earlier(stage: Stage, marker: dict) -> StageRecord:
 
 
 def _start(stage: Stage, out: Path, launcher: tuple[str, ...], jobs: int) -> _Running:
+    """Launch the stage; `jobs` > 1 pins it to one torch thread (see stage_argv)."""
     path = out / "logs" / f"{stage.name}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", LLMFT_PROGRESS="lines")
@@ -164,7 +183,7 @@ def _start(stage: Stage, out: Path, launcher: tuple[str, ...], jobs: int) -> _Ru
     log.write(f"$ {command_line(stage, jobs)}\n")
     log.flush()
     process = subprocess.Popen([*launcher, *stage_argv(stage, jobs)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    return _Running(stage, process, log, path, time.time(), time.monotonic())
+    return _Running(stage, process, log, path, time.time(), time.monotonic(), jobs)
 
 
 def _wait_any(running: list[_Running]) -> _Running:
@@ -176,14 +195,14 @@ def _wait_any(running: list[_Running]) -> _Running:
         time.sleep(0.1)
 
 
-def _finish(job: _Running, out: Path, jobs: int) -> StageRecord:
+def _finish(job: _Running, out: Path) -> StageRecord:
     seconds = time.monotonic() - job.began
     job.log.close()
     code = job.process.returncode
     if code != 0:
         tail = [line for line in job.path.read_text(encoding="utf-8").splitlines() if line.strip()][-1:]
         raise LlmftError(f"stage {job.stage.name} failed (exit {code}): {tail[0] if tail else ''} (log: {job.path})")
-    command = command_line(job.stage, jobs)
+    command = command_line(job.stage, job.jobs)
     atomic_write_json(marker_path(out, job.stage), {
         "command": command, "seconds": round(seconds, 1),
         "started": time.strftime(STAMP, time.localtime(job.start)), "finished": time.strftime(STAMP)})
