@@ -75,3 +75,23 @@ def test_evaluate_batched_answers_only_what_is_missing_in_batches(tmp_path):
 def test_batches_cut_in_order():
     assert list(batches([5, 6, 7], 2)) == [(0, [5, 6]), (2, [7])]
     assert list(batches([5, 6], 0)) == [(0, [5]), (1, [6])]
+
+
+def test_a_batch_counts_in_the_progress_at_once(tmp_path, capsys, monkeypatch):
+    """A slow batch's rows arrive together: the time-left estimate times the whole batch, not its first row."""
+    from types import SimpleNamespace
+
+    from llmft.core import progress
+
+    clock = SimpleNamespace(now=0.0)
+    clock.monotonic = lambda: clock.now
+    monkeypatch.setattr(progress, "time", clock)
+    monkeypatch.setenv(progress.ENV, "lines")
+
+    def answer(chunk):
+        clock.now += 300.0  # past the 120 s after which a line is due whatever the count
+        return list(chunk)
+
+    evaluate_batched(tmp_path / "results.jsonl", range(8), 4, answer, lambda key, out: {"out": out})
+    shown = capsys.readouterr().err.splitlines()
+    assert shown == ["eval: 4/8 examples (50%) | elapsed 5:00, left ~5:00", "eval: 8/8 examples (100%) | elapsed 10:00"]

@@ -75,13 +75,23 @@ class ResultsLog:
 
     def add(self, key: Hashable, row: dict[str, Any]) -> dict[str, Any]:
         """Append a row under `key` (written and fsynced before returning)."""
-        row = {KEY: key, **{k: v for k, v in row.items() if k != KEY}}
-        self._log.append(row)
-        self._rows[_key(key)] = row
-        if _key(key) in self._tracked and self._progress is not None:
-            self._tracked.discard(_key(key))
-            self._progress.update(1)
-        return row
+        return self.add_all([(key, row)])[0]
+
+    def add_all(self, pairs: Iterable[tuple[Hashable, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Append the rows of a finished batch, then count them in the progress at once (a line printed
+        midway through a batch would time the whole batch's wait against its first row)."""
+        added, counted = [], 0
+        for key, row in pairs:
+            row = {KEY: key, **{k: v for k, v in row.items() if k != KEY}}
+            self._log.append(row)
+            self._rows[_key(key)] = row
+            if _key(key) in self._tracked:
+                self._tracked.discard(_key(key))
+                counted += 1
+            added.append(row)
+        if counted and self._progress is not None:
+            self._progress.update(counted)
+        return added
 
     def items(self) -> list[tuple[Hashable, dict]]:
         """Every (key, row) written so far, in the order written."""
@@ -112,8 +122,7 @@ def evaluate_batched(results: str | Path, keys: Iterable[Hashable], batch_size: 
     keys = list(keys)
     with ResultsLog(results) as log:
         for _, chunk in batches(log.todo(keys), batch_size):
-            for key, output in zip(chunk, answer(chunk), strict=True):
-                log.add(key, row(key, output))
+            log.add_all((key, row(key, output)) for key, output in zip(chunk, answer(chunk), strict=True))
         return log.rows(keys)
 
 
