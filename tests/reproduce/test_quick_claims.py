@@ -4,7 +4,8 @@ is shown again.
 
 These replace the per-paper miniature tests: the README links the reports, the reports state the claims, and
 this test asserts them, so the three cannot drift apart. Up to ten minutes each on two cores, the stages run as
-`--jobs` defaults. With LLMFT_QUICK_OUT=DIR the runs stay in DIR/<paper>: a rerun after an interruption redoes
+`--jobs` defaults, in the precision of the committed report (a CPU whose `train.bf16 = auto` picks the other one
+runs it pinned, slower where bf16 is emulated). With LLMFT_QUICK_OUT=DIR the runs stay in DIR/<paper>: a rerun after an interruption redoes
 no finished stage.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from llmft.core.models import bf16_supported
 from llmft.reproduce.claims import claim_lines, judge
 from llmft.reproduce.papers import build_plan
 from llmft.reproduce.plan import Settings
@@ -39,6 +41,24 @@ def committed_quick_shows(paper: str) -> list[str]:
     return [claim.text for claim in claims if f"{claim.text};" in line or line.endswith(f"{claim.text}.")]
 
 
+def precision_overrides(paper: str, fast_bf16: bool) -> list[str]:
+    """`train.bf16=...` where `auto` would pick another precision here than in the committed quick report's run
+    (the claims are asserted in the precision they were made in; docs/reports/precision.md has the other one)."""
+    report = (REPO / "docs" / "reports" / paper / "quick" / "report.md").read_text(encoding="utf-8")
+    line = next(line for line in report.splitlines() if line.startswith("- Precision: "))
+    ran_bf16 = line.startswith("- Precision: bf16 autocast")
+    if "(train.bf16 = auto)" not in line or ran_bf16 == fast_bf16:
+        return []
+    return [f"train.bf16={'true' if ran_bf16 else 'false'}"]
+
+
+def test_a_quick_run_keeps_the_precision_of_its_committed_report() -> None:
+    """uft's quick report ran `auto` as bf16: a CPU without fast bf16 pins it; squad's ran fp32 by its preset."""
+    assert precision_overrides("uft", fast_bf16=True) == []
+    assert precision_overrides("uft", fast_bf16=False) == ["train.bf16=true"]
+    assert precision_overrides("squad", fast_bf16=True) == precision_overrides("squad", fast_bf16=False) == []
+
+
 def test_committed_quick_reports_state_claims_of_their_paper() -> None:
     """Every committed quick report's "Claims shown" line is made of its paper's claim texts, none of them empty."""
     for paper in PAPERS:
@@ -49,8 +69,9 @@ def test_committed_quick_reports_state_claims_of_their_paper() -> None:
 
 def quick_run(paper: str, out: Path) -> tuple[list[str], str]:
     """Run `llmft reproduce PAPER --quick` into `out`; the claims shown and the report's text."""
-    done = subprocess.run([sys.executable, "-m", "llmft", "reproduce", paper, "--quick", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=3600)
+    overrides = precision_overrides(paper, bf16_supported())
+    done = subprocess.run([sys.executable, "-m", "llmft", "reproduce", paper, "--quick", "--out", str(out),
+                           *overrides], cwd=REPO, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stderr[-3000:]
     plan = build_plan(paper, Settings(out=out, quick=True))
     tables = plan.collect(out)
