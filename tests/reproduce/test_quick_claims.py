@@ -5,8 +5,8 @@ is shown again.
 These replace the per-paper miniature tests: the README links the reports, the reports state the claims, and
 this test asserts them, so the three cannot drift apart. Up to ten minutes each on two cores, the stages run as
 `--jobs` defaults, in the precision of the committed report (a CPU whose `train.bf16 = auto` picks the other one
-runs it pinned, slower where bf16 is emulated). With LLMFT_QUICK_OUT=DIR the runs stay in DIR/<paper>: a rerun after an interruption redoes
-no finished stage.
+runs it pinned, slower where bf16 is emulated). With LLMFT_QUICK_OUT=DIR the runs stay in DIR/<paper>: a rerun
+after an interruption redoes no finished stage.
 """
 
 from __future__ import annotations
