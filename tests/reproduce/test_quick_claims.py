@@ -28,10 +28,15 @@ REPO = Path(__file__).resolve().parents[2]
 PAPERS = ("cot-teacher", "estimate", "memreason", "retuning", "squad", "uft")
 
 
-def committed_shown_line(paper: str) -> str:
-    """The "Claims shown" line of the committed quick report (docs/reports/<paper>/quick/report.md)."""
+def committed_line(paper: str, start: str) -> str:
+    """The line that begins with `start` in the committed quick report (docs/reports/<paper>/quick/report.md)."""
     report = (REPO / "docs" / "reports" / paper / "quick" / "report.md").read_text(encoding="utf-8")
-    return next(line for line in report.splitlines() if line.startswith("**Claims shown:**"))
+    return next(line for line in report.splitlines() if line.startswith(start))
+
+
+def committed_shown_line(paper: str) -> str:
+    """The "Claims shown" line of the committed quick report."""
+    return committed_line(paper, "**Claims shown:**")
 
 
 def committed_quick_shows(paper: str) -> list[str]:
@@ -44,8 +49,7 @@ def committed_quick_shows(paper: str) -> list[str]:
 def precision_overrides(paper: str, fast_bf16: bool) -> list[str]:
     """`train.bf16=...` where `auto` would pick another precision here than in the committed quick report's run
     (the claims are asserted in the precision they were made in; docs/reports/precision.md has the other one)."""
-    report = (REPO / "docs" / "reports" / paper / "quick" / "report.md").read_text(encoding="utf-8")
-    line = next(line for line in report.splitlines() if line.startswith("- Precision: "))
+    line = committed_line(paper, "- Precision: ")
     ran_bf16 = line.startswith("- Precision: bf16 autocast")
     if "(train.bf16 = auto)" not in line or ran_bf16 == fast_bf16:
         return []
